@@ -1,0 +1,189 @@
+"""The benchmark's ceiling: the service's hot routes on raw sqlite3 and json.dumps.
+
+An upper bound for what the service could reach on the same data and server
+settings, so validation is minimal. Serve it with `gunicorn bench.ceiling:app`
+and the SQLite file named by the environment variable BENCH_DB.
+"""
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from urllib.parse import parse_qs
+
+COLUMNS = "id, title, description, completed, deadline_at, created_at, updated_at"
+WRITABLE = ("title", "description", "completed", "deadline_at")
+# SQLAlchemy's text form of a naive UTC datetime in SQLite, which orders as text.
+DB_TIME = "%Y-%m-%d %H:%M:%S.%f"
+TODO_PATH = re.compile(r"/api/v1/todos/(\d{1,18})")
+
+_local = threading.local()
+
+
+class HTTPError(Exception):
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+def connection():
+    """Return this thread's connection, opening it on first use."""
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        # Autocommit: every statement here is its own transaction, as one request.
+        conn = sqlite3.connect(os.environ["BENCH_DB"], isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _local.conn = conn
+    return conn
+
+
+def db_now(days=0):
+    return (datetime.now(UTC).replace(tzinfo=None) + timedelta(days=days)).strftime(DB_TIME)
+
+
+def api_time(value):
+    return None if value is None else f"{value[:10]}T{value[11:19]}"
+
+
+def to_dict(row):
+    return {
+        "id": row[0],
+        "title": row[1],
+        "description": row[2],
+        "completed": bool(row[3]),
+        "deadline_at": api_time(row[4]),
+        "created_at": api_time(row[5]),
+        "updated_at": api_time(row[6]),
+    }
+
+
+def parse_deadline(value):
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime(DB_TIME)
+
+
+def read_fields(environ, required):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    data = json.loads(environ["wsgi.input"].read(length))
+    if not isinstance(data, dict) or not set(data) <= set(WRITABLE):
+        raise HTTPError(400)
+    if required and not isinstance(data.get("title"), str):
+        raise HTTPError(400)
+    if "deadline_at" in data:
+        data["deadline_at"] = parse_deadline(data["deadline_at"])
+    if "completed" in data and not isinstance(data["completed"], bool):
+        raise HTTPError(400)
+    return data
+
+
+def list_todos(environ):
+    query = {key: values[-1] for key, values in parse_qs(environ["QUERY_STRING"]).items()}
+    # sqlite3 caches prepared statements by SQL text; the text comes from a
+    # fixed set of clauses, so each shape is prepared once per connection.
+    clauses, params = [], []
+    if "completed" in query:
+        clauses.append("completed = ?")
+        params.append({"true": 1, "false": 0}[query["completed"].lower()])
+    if "window" in query:
+        clauses.append("deadline_at IS NOT NULL AND deadline_at <= ?")
+        params.append(db_now(days=int(query["window"])))
+    if "after" in query:
+        clauses.append("id > ?")
+        params.append(int(query["after"]))
+    sql = f"SELECT {COLUMNS} FROM todos"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY id"
+    if "limit" in query:
+        sql += " LIMIT ?"
+        params.append(int(query["limit"]))
+    rows = connection().execute(sql, params).fetchall()
+    return "200 OK", [to_dict(row) for row in rows], []
+
+
+def get_todo(todo_id):
+    row = connection().execute(f"SELECT {COLUMNS} FROM todos WHERE id = ?", (todo_id,)).fetchone()
+    if row is None:
+        raise HTTPError(404)
+    return "200 OK", to_dict(row), []
+
+
+def create_todo(environ):
+    data = read_fields(environ, required=True)
+    now = db_now()
+    values = [data["title"], data.get("description"), data.get("completed", False)]
+    cursor = connection().execute(
+        "INSERT INTO todos (title, description, completed, deadline_at,"
+        f" created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, 1) RETURNING {COLUMNS}",
+        [*values, data.get("deadline_at"), now, now],
+    )
+    row = cursor.fetchone()
+    return "201 Created", to_dict(row), [("Location", f"/api/v1/todos/{row[0]}")]
+
+
+def update_todo(environ, todo_id):
+    data = read_fields(environ, required=False)
+    names = [name for name in WRITABLE if name in data]
+    assignments = "".join(f"{name} = ?, " for name in names)
+    cursor = connection().execute(
+        f"UPDATE todos SET {assignments}updated_at = ?, version = version + 1"
+        f" WHERE id = ? RETURNING {COLUMNS}",
+        [data[name] for name in names] + [db_now(), todo_id],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        raise HTTPError(404)
+    return "200 OK", to_dict(row), []
+
+
+def health():
+    connection().execute("SELECT 1").fetchone()
+    return "200 OK", {"status": "ok"}, []
+
+
+def problem(code):
+    status = HTTPStatus(code)
+    return f"{code} {status.phrase}", {"type": "about:blank", "status": code}, []
+
+
+def route(environ):
+    method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+    match = TODO_PATH.fullmatch(path)
+    if match and method == "GET":
+        return get_todo(int(match[1]))
+    if match and method == "PUT":
+        return update_todo(environ, int(match[1]))
+    if path == "/api/v1/todos" and method == "GET":
+        return list_todos(environ)
+    if path == "/api/v1/todos" and method == "POST":
+        return create_todo(environ)
+    if path == "/api/v1/health" and method == "GET":
+        return health()
+    raise HTTPError(405 if match or path == "/api/v1/todos" else 404)
+
+
+def app(environ, start_response):
+    """Answer one request (WSGI)."""
+    try:
+        status, payload, headers = route(environ)
+        content_type = "application/json"
+    except HTTPError as error:
+        status, payload, headers = problem(error.status)
+        content_type = "application/problem+json"
+    except (ValueError, KeyError, TypeError, sqlite3.IntegrityError):
+        status, payload, headers = problem(400)
+        content_type = "application/problem+json"
+    # Compact, as the service writes it, so that both send the same bytes.
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    start_response(status, headers)
+    return [body]

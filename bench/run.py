@@ -1,0 +1,334 @@
+"""Benchmark the service against the raw-sqlite3 ceiling app, under gunicorn and wrk.
+
+    .venv/bin/python bench/run.py [--quick] [--rounds N] [--duration S] [--memory]
+
+See bench/README.md for what the workloads are and how to read the numbers.
+"""
+
+import argparse
+import contextlib
+import http.client
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+SERVICE = "todo:create_app()"
+CEILING = "bench.ceiling:app"
+TODOS = 10_000
+MEMORY_TODOS = 100_000
+THREADS = 4
+CONNECTIONS = 8
+# The service's table, for when the service is not there to create it.
+SCHEMA = """CREATE TABLE IF NOT EXISTS todos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title VARCHAR(80) NOT NULL,
+    description VARCHAR(120),
+    completed BOOLEAN NOT NULL,
+    deadline_at DATETIME,
+    created_at DATETIME NOT NULL,
+    updated_at DATETIME NOT NULL,
+    version INTEGER NOT NULL
+)"""
+DB_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class Workload(NamedTuple):
+    name: str
+    path: str
+    script: str | None = None
+
+
+# Writes come last so that every read sees exactly the seeded 10,000 todos.
+WORKLOADS = [
+    Workload("GET one of 10,000", "/api/v1/todos/1", "get_one.lua"),
+    Workload("GET ?limit=100", "/api/v1/todos?limit=100"),
+    Workload("GET all 10,000", "/api/v1/todos"),
+    Workload("GET ?completed=false&window=7", "/api/v1/todos?completed=false&window=7"),
+    Workload("POST", "/api/v1/todos", "post.lua"),
+    Workload("PUT one of 10,000", "/api/v1/todos", "put.lua"),
+]
+
+
+class Sample(NamedTuple):
+    rps: float
+    p50: float
+    p99: float
+    errors: int
+
+
+def seed(path, count, service):
+    """Create the todos table in a new SQLite file and fill it, the same way every time."""
+    if service == SERVICE:
+        # The service creates its own schema, so both apps read the table it really uses.
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}"}
+        code = "from todo import create_app; create_app()"
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, timeout=120
+        )
+        if done.returncode:
+            sys.exit(
+                f"The service cannot start from {sys.executable}:\n{done.stderr.decode()[-2000:]}"
+                "Install it (pip install -e .) and run this script with that Python."
+            )
+    rng = random.Random(6)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+    def row(number):
+        # Deadlines within 30 days either side of now, so that `window` has work to do.
+        deadline = now + timedelta(minutes=rng.randint(-30 * 1440, 30 * 1440))
+        deadline = deadline.strftime(DB_TIME) if rng.random() < 0.8 else None
+        description = f"Description of todo {number}" if rng.random() < 0.75 else None
+        completed = rng.random() < 0.5
+        stamp = (now - timedelta(days=60) + timedelta(seconds=number)).strftime(DB_TIME)
+        return (f"Todo {number}", description, completed, deadline, stamp, stamp, 1)
+
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(SCHEMA)
+        conn.executemany(
+            "INSERT INTO todos (title, description, completed, deadline_at,"
+            " created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row(number) for number in range(1, count + 1)),
+        )
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(log):
+    return log.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def server(app, db, workers, log):
+    """Run gunicorn on core 0 for `app` on the SQLite file `db`; yield its process and URL."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "BENCH_DB": str(db)}
+    command = [
+        "taskset", "-c", "0", str(GUNICORN),
+        "-w", str(workers), "--threads", str(THREADS), "-k", "gthread",
+        "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT), "--graceful-timeout", "5",
+        app,
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        # A session of its own, so that stopping it stops every worker too.
+        proc = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url, log)
+        yield proc, url
+    finally:
+        stop(proc)
+
+
+def wait_ready(proc, url, log, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{tail(log)}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}/api/v1/health did not answer 200 in {seconds} s:\n{tail(log)}")
+
+
+def stop(proc):
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+            return
+
+
+def warm(url):
+    """Take each read path once, so that no measurement pays for first-request setup."""
+    for workload in WORKLOADS:
+        if workload.script is None:
+            urllib.request.urlopen(url + workload.path, timeout=60).read()
+
+
+def milliseconds(text):
+    value, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
+
+
+def load(url, workload, duration):
+    """Run wrk on core 1 against one workload and return what it measured."""
+    command = [
+        "taskset", "-c", "1", "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s",
+        "--latency", "--timeout", "10s",
+    ]  # fmt: skip
+    if workload.script:
+        command += ["-s", str(BENCH / workload.script)]
+    command += [url + workload.path, "--", str(TODOS)]
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration + 60, check=True
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    # wrk pads units to a fixed width: "1.28s " but "12.50ms".
+    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+[a-z]+)", out, re.M))
+    if rps is None or len(latency) != 2:
+        raise RuntimeError(f"Unexpected wrk output for {workload.name}:\n{out}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(found[1])
+    return Sample(float(rps[1]), milliseconds(latency["50"]), milliseconds(latency["99"]), errors)
+
+
+def throughput(tmp, apps, rounds, duration):
+    """Run every workload on every app, alternating which app goes first each round."""
+    source = tmp / "seed.sqlite"
+    seed(source, TODOS, apps["service"])
+    samples = {(name, w.name): [] for name in apps for w in WORKLOADS}
+    for index in range(rounds):
+        order = list(apps) if index % 2 == 0 else list(apps)[::-1]
+        for name in order:
+            db = tmp / f"{name}-{index}.sqlite"
+            shutil.copyfile(source, db)
+            with server(apps[name], db, 2, tmp / f"{name}.log") as (_, url):
+                warm(url)
+                for workload in WORKLOADS:
+                    sample = load(url, workload, duration)
+                    samples[name, workload.name].append(sample)
+                    print(f"round {index + 1} {name} {workload.name}: {sample}", file=sys.stderr)
+    return samples
+
+
+def number(value):
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def medianable(runs):
+    return [run.rps for run in runs], [run.p50 for run in runs], [run.p99 for run in runs]
+
+
+def report(samples, rounds, duration):
+    """Print the medians over rounds as a markdown table; return how many errors there were."""
+    print(
+        f"\n{rounds} round(s) × {duration} s per workload; wrk -t2 -c{CONNECTIONS} on core 1;"
+        f" gunicorn -w 2 --threads {THREADS} -k gthread on core 0; medians over rounds\n"
+    )
+    print("| workload | service req/s | ceiling req/s | ratio | service p50/p99 ms"
+          " | ceiling p50/p99 ms |")  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|")
+    notes = []
+    for workload in WORKLOADS:
+        cells = {}
+        for name in ("service", "ceiling"):
+            runs = samples[name, workload.name]
+            rps, p50, p99 = (statistics.median(column) for column in medianable(runs))
+            cells[name] = (rps, f"{number(p50)} / {number(p99)}")
+            if errors := sum(run.errors for run in runs):
+                notes.append(f"{name}, {workload.name}: {errors} failed requests")
+        ratio = cells["service"][0] / cells["ceiling"][0]
+        print(
+            f"| {workload.name} | {cells['service'][0]:.0f} | {cells['ceiling'][0]:.0f}"
+            f" | {ratio:.2f} | {cells['service'][1]} | {cells['ceiling'][1]} |"
+        )
+    for note in notes:
+        print(f"\nWARNING {note} (non-2xx answers or socket errors); its numbers mean little.")
+    return len(notes)
+
+
+def status_kb(pid, field):
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M)[1])
+
+
+def timed_get(url, path):
+    """GET `path`; return seconds to the first body byte, seconds in all, and bytes."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=300)
+    try:
+        start = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        first = response.read(1)
+        first_byte = time.perf_counter() - start
+        size = len(first) + len(response.read())
+        return first_byte, time.perf_counter() - start, size
+    finally:
+        conn.close()
+
+
+def memory(tmp, apps, count):
+    """Measure one worker's memory growth and timing while it serves the whole list."""
+    source = tmp / "memory-seed.sqlite"
+    seed(source, count, apps["service"])
+    print(f"\nGET /api/v1/todos over {count:,} todos; gunicorn -w 1 --threads {THREADS}\n")
+    print("| app | body MB | RSS before MB | RSS after MB | RSS delta MB | peak RSS delta MB"
+          " | first byte s | total s |")  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for name, app in apps.items():
+        db = tmp / f"memory-{name}.sqlite"
+        shutil.copyfile(source, db)
+        with server(app, db, 1, tmp / f"memory-{name}.log") as (proc, url):
+            (worker,) = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            urllib.request.urlopen(f"{url}/api/v1/todos?limit=1", timeout=60).read()
+            before = status_kb(worker, "VmRSS"), status_kb(worker, "VmHWM")
+            first_byte, total, size = timed_get(url, "/api/v1/todos")
+            after = status_kb(worker, "VmRSS"), status_kb(worker, "VmHWM")
+        print(
+            f"| {name} | {size / 1e6:.1f} | {before[0] / 1024:.1f} | {after[0] / 1024:.1f}"
+            f" | {(after[0] - before[0]) / 1024:.1f} | {(after[1] - before[1]) / 1024:.1f}"
+            f" | {first_byte:.3f} | {total:.3f} |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round, to prove it works")
+    parser.add_argument("--rounds", type=int, help="rounds per app (default 3; quick: 1)")
+    parser.add_argument("--duration", type=int, help="seconds per workload (default 8; quick: 1)")
+    parser.add_argument(
+        "--memory", action="store_true",
+        help=f"measure memory for the whole list of {MEMORY_TODOS:,} instead (quick: {TODOS:,})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--service", default=SERVICE,
+        help=f"WSGI app to measure (default {SERVICE}; {CEILING} checks the harness alone)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    duration = args.duration or (1 if args.quick else 8)
+    for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed: run `apt-get install -y {package}`")
+    if not GUNICORN.exists():
+        sys.exit(f"No gunicorn beside {sys.executable}: run this with the project's venv Python.")
+    # Turn a plain kill into an exception, so that the servers are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+    apps = {"service": args.service, "ceiling": CEILING}
+    with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
+        if args.memory:
+            memory(Path(tmp), apps, TODOS if args.quick else MEMORY_TODOS)
+            return 0
+        samples = throughput(Path(tmp), apps, rounds, duration)
+        return 1 if report(samples, rounds, duration) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""How the app connects to each engine, and whether the database answers."""
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from todo.models import db
+
+# Errors that mean "the database cannot be reached or is too busy", not "the request is wrong".
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def engine_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Return the engine options for the configured database; the user's own ones win."""
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    backend = url.get_backend_name()
+    connect_timeout = config["DATABASE_CONNECT_TIMEOUT"]
+    if backend == "sqlite":
+        options: dict[str, Any] = {"connect_args": {"timeout": config["SQLITE_BUSY_TIMEOUT"]}}
+    else:
+        options = {
+            # A connection that died while pooled (server restart) is replaced, not used.
+            "pool_pre_ping": True,
+            "pool_size": config["DATABASE_POOL_SIZE"],
+            "max_overflow": config["DATABASE_POOL_SIZE"],
+            "pool_timeout": connect_timeout * 5,
+            "connect_args": {"connect_timeout": connect_timeout},
+        }
+    if backend == "mysql":
+        options["connect_args"]["charset"] = "utf8mb4"
+        # MariaDB drops idle connections after wait_timeout (8 hours by default).
+        options["pool_recycle"] = 3600
+    user_options = config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+    return options | user_options
+
+
+def _configure_sqlite_connection(dbapi_connection, connection_record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL lets readers and one writer work at once across worker processes; NORMAL
+    # synchronous keeps every commit safe from a process crash (not from power loss).
+    if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def init_app(app: Flask) -> None:
+    """Bind the database to the app with the engine options its engine needs."""
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
+    db.init_app(app)
+    with app.app_context():
+        engine: Engine = db.engine
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _configure_sqlite_connection)
+
+
+def database_answers() -> bool:
+    """Tell whether the database answers a trivial query."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except UNAVAILABLE_ERRORS:
+        db.session.rollback()
+        return False
+    return True

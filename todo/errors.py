@@ -1,0 +1,55 @@
+"""The one place an exception becomes a response: RFC 9457 problem details."""
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from flask import Flask, Response, current_app
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from todo.database import UNAVAILABLE_ERRORS
+from todo.schemas import InvalidInput
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, detail: str, headers: Any = None, **extra: Any) -> Response:
+    """Build a problem details response."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return Response(orjson.dumps(body), status, headers=headers, mimetype=PROBLEM_JSON)
+
+
+def _http_error(error: HTTPException) -> Response:
+    # Keep the headers the error carries (Allow on 405, Retry-After on 503), not its HTML.
+    headers = [(name, value) for name, value in error.get_headers() if name != "Content-Type"]
+    return problem(error.code or 500, error.description or "", headers)
+
+
+def _invalid_input(error: InvalidInput) -> Response:
+    extra = {"errors": error.errors} if error.errors else {}
+    return problem(400, error.detail, **extra)
+
+
+def _database_unavailable(error: Exception) -> Response:
+    current_app.logger.warning("Database unavailable: %s", error)
+    return problem(503, "The database is unavailable; try again shortly.", {"Retry-After": "1"})
+
+
+def _internal_error(error: InternalServerError) -> Response:
+    # Flask has already logged the original exception; the client learns nothing internal.
+    return problem(500, "The server could not complete the request.")
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error the app can raise with problem details."""
+    app.register_error_handler(InvalidInput, _invalid_input)
+    for error_class in UNAVAILABLE_ERRORS:
+        app.register_error_handler(error_class, _database_unavailable)
+    app.register_error_handler(InternalServerError, _internal_error)
+    app.register_error_handler(HTTPException, _http_error)

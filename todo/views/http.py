@@ -1,0 +1,42 @@
+"""HTTP details shared by the views: JSON bodies, ETags and conditional requests."""
+
+import re
+
+from flask import Response, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+_ETAG = re.compile(r"(\d+)-(\d+)")
+
+
+def json_body() -> bytes:
+    """Return the raw request body, which must be declared as UTF-8 JSON."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if not request.is_json or charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("Send the request body as JSON: Content-Type: application/json.")
+    return request.get_data(cache=False)
+
+
+def etag_for(todo_id: int, version: int) -> str:
+    """Return the strong entity tag (unquoted) of a todo at a version."""
+    return f"{todo_id}-{version}"
+
+
+def requested_versions(todo_id: int) -> set[int] | None:
+    """Return the versions If-Match allows, or None when any version will do."""
+    if not request.if_match or request.if_match.star_tag:
+        return None
+    versions = set()
+    # Weak tags never match If-Match: RFC 9110 asks for the strong comparison.
+    for tag in request.if_match.as_set():
+        match = _ETAG.fullmatch(tag)
+        if match and int(match[1]) == todo_id:
+            versions.add(int(match[2]))
+    return versions
+
+
+def json_response(body: bytes, status: int = 200, etag: str | None = None) -> Response:
+    """Answer with JSON bytes, tagged when an ETag is given."""
+    response = Response(body, status, mimetype="application/json")
+    if etag is not None:
+        response.set_etag(etag)
+    return response
