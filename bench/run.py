@@ -8,6 +8,7 @@ See bench/README.md for what the workloads are and how to read the numbers.
 import argparse
 import contextlib
 import http.client
+import math
 import os
 import random
 import re
@@ -195,6 +196,9 @@ def load(url, workload, duration):
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     if found := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(found[1])
+    if re.search(r"^\s+0 requests in", out, re.M):
+        # wrk prints zero latencies when no request completed; they were not measured.
+        return Sample(0.0, math.nan, math.nan, errors)
     return Sample(float(rps[1]), milliseconds(latency["50"]), milliseconds(latency["99"]), errors)
 
 
@@ -217,16 +221,26 @@ def throughput(tmp, apps, rounds, duration):
     return samples
 
 
+def median(values):
+    """Return the median of the values measured (NaN stands for none)."""
+    measured = [value for value in values if not math.isnan(value)]
+    return statistics.median(measured) if measured else math.nan
+
+
+def summary(runs):
+    """Return the medians over rounds, and the total of errors."""
+    medians = (median(getattr(run, field) for run in runs) for field in ("rps", "p50", "p99"))
+    return Sample(*medians, sum(run.errors for run in runs))
+
+
 def number(value):
+    if math.isnan(value):
+        return "–"
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def medianable(runs):
-    return [run.rps for run in runs], [run.p50 for run in runs], [run.p99 for run in runs]
-
-
 def report(samples, rounds, duration):
-    """Print the medians over rounds as a markdown table; return how many errors there were."""
+    """Print the medians over rounds as a markdown table; return whether any request failed."""
     print(
         f"\n{rounds} round(s) × {duration} s per workload; wrk -t2 -c{CONNECTIONS} on core 1;"
         f" gunicorn -w 2 --threads {THREADS} -k gthread on core 0; medians over rounds\n"
@@ -234,23 +248,26 @@ def report(samples, rounds, duration):
     print("| workload | service req/s | ceiling req/s | ratio | service p50/p99 ms"
           " | ceiling p50/p99 ms |")  # fmt: skip
     print("|---|--:|--:|--:|--:|--:|")
-    notes = []
+    notes, failed = [], False
     for workload in WORKLOADS:
-        cells = {}
-        for name in ("service", "ceiling"):
-            runs = samples[name, workload.name]
-            rps, p50, p99 = (statistics.median(column) for column in medianable(runs))
-            cells[name] = (rps, f"{number(p50)} / {number(p99)}")
-            if errors := sum(run.errors for run in runs):
-                notes.append(f"{name}, {workload.name}: {errors} failed requests")
-        ratio = cells["service"][0] / cells["ceiling"][0]
+        results = {name: summary(samples[name, workload.name]) for name in ("service", "ceiling")}
+        service, ceiling = results["service"], results["ceiling"]
+        ratio = service.rps / ceiling.rps if ceiling.rps else math.nan
         print(
-            f"| {workload.name} | {cells['service'][0]:.0f} | {cells['ceiling'][0]:.0f}"
-            f" | {ratio:.2f} | {cells['service'][1]} | {cells['ceiling'][1]} |"
+            f"| {workload.name} | {service.rps:.0f} | {ceiling.rps:.0f} | {number(ratio)}"
+            f" | {number(service.p50)} / {number(service.p99)}"
+            f" | {number(ceiling.p50)} / {number(ceiling.p99)} |"
         )
+        for name, result in results.items():
+            where = f"{name}, {workload.name}:"
+            if result.errors:
+                failed = True
+                notes.append(f"{where} {result.errors} failed (non-2xx or socket errors)")
+            if math.isnan(result.p50):
+                notes.append(f"{where} no request completed in {duration} s")
     for note in notes:
-        print(f"\nWARNING {note} (non-2xx answers or socket errors); its numbers mean little.")
-    return len(notes)
+        print(f"\nWARNING {note}")
+    return failed
 
 
 def status_kb(pid, field):
@@ -302,7 +319,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round, to prove it works")
     parser.add_argument("--rounds", type=int, help="rounds per app (default 3; quick: 1)")
-    parser.add_argument("--duration", type=int, help="seconds per workload (default 8; quick: 1)")
+    parser.add_argument("--duration", type=int, help="seconds per workload (default 8; quick: 2)")
     parser.add_argument(
         "--memory", action="store_true",
         help=f"measure memory for the whole list of {MEMORY_TODOS:,} instead (quick: {TODOS:,})",
@@ -313,7 +330,7 @@ def main():
     )  # fmt: skip
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
-    duration = args.duration or (1 if args.quick else 8)
+    duration = args.duration or (2 if args.quick else 8)
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: run `apt-get install -y {package}`")
@@ -323,10 +340,13 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     apps = {"service": args.service, "ceiling": CEILING}
     with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
-        if args.memory:
-            memory(Path(tmp), apps, TODOS if args.quick else MEMORY_TODOS)
-            return 0
-        samples = throughput(Path(tmp), apps, rounds, duration)
+        try:
+            if args.memory:
+                memory(Path(tmp), apps, TODOS if args.quick else MEMORY_TODOS)
+                return 0
+            samples = throughput(Path(tmp), apps, rounds, duration)
+        except (RuntimeError, subprocess.SubprocessError) as error:
+            sys.exit(f"Benchmark failed: {error}")
         return 1 if report(samples, rounds, duration) else 0
 
 

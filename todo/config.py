@@ -15,6 +15,8 @@ DEFAULTS: dict[str, Any] = {
     "SQLITE_BUSY_TIMEOUT": 30,
     # How long to wait for a database server to accept a connection, in seconds.
     "DATABASE_CONNECT_TIMEOUT": 2,
+    # MariaDB/MySQL only: how long to wait for any answer from the server, in seconds.
+    "DATABASE_READ_TIMEOUT": 30,
     # Connections kept per worker process for a database server; match gunicorn's threads.
     "DATABASE_POOL_SIZE": 4,
     "SQLALCHEMY_ENGINE_OPTIONS": {},
@@ -52,4 +54,7 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
     if not url:
         os.makedirs(app.instance_path, exist_ok=True)
         url = "sqlite:///" + os.path.join(app.instance_path, "db.sqlite")
-    app.config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(url)
+    if isinstance(url, str):
+        app.config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(url)
+    else:
+        app.config["SQLALCHEMY_DATABASE_URI"] = url

@@ -32,6 +32,9 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
         }
     if backend == "mysql":
         options["connect_args"]["charset"] = "utf8mb4"
+        # PyMySQL's connect timeout does not cover the server's greeting; without a read
+        # timeout a server that accepts but never answers would hang a worker for good.
+        options["connect_args"]["read_timeout"] = config["DATABASE_READ_TIMEOUT"]
         # MariaDB drops idle connections after wait_timeout (8 hours by default).
         options["pool_recycle"] = 3600
     user_options = config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Select,
     String,
     delete,
+    event,
     select,
     text,
     update,
@@ -50,6 +51,20 @@ class Todo(db.Model):
 
     def __repr__(self) -> str:
         return f"<Todo {self.id} {self.title!r}>"
+
+
+# PostgreSQL's id sequence does not notice ids given explicitly (as tutorial code does);
+# moving it past them keeps the next id the API hands out from colliding.
+_ADVANCE_POSTGRES_ID_SEQUENCE = text(
+    "SELECT setval(pg_get_serial_sequence('todos', 'id'), GREATEST(:id, COALESCE("
+    "pg_sequence_last_value(pg_get_serial_sequence('todos', 'id')::regclass), 0)))"
+)
+
+
+@event.listens_for(Todo, "before_insert")
+def _advance_id_sequence_past_explicit_ids(mapper, connection, todo: Todo) -> None:
+    if todo.id is not None and connection.dialect.name == "postgresql":
+        connection.execute(_ADVANCE_POSTGRES_ID_SEQUENCE, {"id": todo.id})
 
 
 def can_exist(todo_id: int) -> bool:

@@ -37,6 +37,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 
+    if op.get_bind().dialect.name == "postgresql":
+        # Ids inserted explicitly by older code left the sequence behind; move it past them.
+        op.execute(
+            "SELECT setval(pg_get_serial_sequence('todos', 'id'), GREATEST(MAX(id), COALESCE("
+            "pg_sequence_last_value(pg_get_serial_sequence('todos', 'id')::regclass), 0)))"
+            " FROM todos HAVING MAX(id) IS NOT NULL"
+        )
+
 
 def downgrade() -> None:
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")

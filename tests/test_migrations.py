@@ -1,0 +1,159 @@
+"""Versioned migrations: they match the models and carry old databases forward."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from tests.base import IN_CI, SERVER_DATABASES, reset_database, server_url
+from todo import create_app
+from todo.models import db
+from todo.schema import TUTORIAL_REVISION, alembic_config, current_revision, head_revision
+
+TUTORIAL_ROWS = [
+    (1, "Watch CSSE6400 Lecture", "Week 1", True, "2023-02-27 00:00:00"),
+    (2, "Read the notes", None, False, None),
+]
+
+
+class MigrationTestCase(unittest.TestCase):
+    """Each test starts on an empty database of one kind; SQLite is a temporary file."""
+
+    database = "SQLite"
+
+    def setUp(self) -> None:
+        if self.database == "SQLite":
+            folder = tempfile.TemporaryDirectory()
+            self.addCleanup(folder.cleanup)
+            self.url = f"sqlite:///{folder.name}/db.sqlite"
+        else:
+            self.url = server_url(self.database)
+            reset_database(self.url)
+        self.engine = create_engine(self.url)
+        self.addCleanup(self.engine.dispose)
+
+    def migrate(self, revision: str) -> None:
+        with self.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), revision)
+
+    def insert_tutorial_rows(self) -> None:
+        with self.engine.begin() as connection:
+            for row in TUTORIAL_ROWS:
+                connection.execute(
+                    text(
+                        "INSERT INTO todos (id, title, description, completed, deadline_at,"
+                        " created_at, updated_at) VALUES (:id, :title, :description,"
+                        " :completed, :deadline, '2023-02-20 00:00:00', '2023-02-20 00:00:00')"
+                    ),
+                    dict(
+                        zip(
+                            ("id", "title", "description", "completed", "deadline"),
+                            row,
+                            strict=True,
+                        )
+                    ),
+                )
+
+    def start_app(self):
+        app = create_app({"SQLALCHEMY_DATABASE_URI": self.url, "TESTING": True})
+        self.addCleanup(lambda: app.app_context().push() or db.engine.dispose())
+        return app
+
+    def assert_tutorial_rows_served(self, app) -> None:
+        todos = app.test_client().get("/api/v1/todos").get_json()
+        self.assertEqual(
+            [
+                (t["id"], t["title"], t["description"], t["completed"], t["deadline_at"])
+                for t in todos
+            ],
+            [
+                (1, "Watch CSSE6400 Lecture", "Week 1", True, "2023-02-27T00:00:00"),
+                (2, "Read the notes", None, False, None),
+            ],
+        )
+        self.assertEqual(todos[0]["created_at"], "2023-02-20T00:00:00")
+
+    def test_migrations_build_exactly_the_models_schema(self):
+        self.migrate("head")
+        with self.engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            self.assertEqual(compare_metadata(context, db.metadata), [])
+
+    def test_first_migration_upgrades_to_the_latest_with_rows_intact(self):
+        self.migrate(TUTORIAL_REVISION)
+        self.insert_tutorial_rows()
+        app = self.start_app()
+        with self.engine.connect() as connection:
+            self.assertEqual(current_revision(connection), head_revision())
+        self.assert_tutorial_rows_served(app)
+        response = app.test_client().put(
+            "/api/v1/todos/1", json={"completed": False}, headers={"If-Match": '"1-1"'}
+        )
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(
+            app.test_client().post("/api/v1/todos", json={"title": "3"}).get_json()["id"], 3
+        )
+
+    def test_tutorial_database_without_migration_history_is_brought_up_to_date(self):
+        self.migrate(TUTORIAL_REVISION)
+        with self.engine.begin() as connection:
+            connection.execute(text("DROP TABLE alembic_version"))
+        self.insert_tutorial_rows()
+        self.assert_tutorial_rows_served(self.start_app())
+
+    def test_fresh_database_schema_matches_the_migrated_one(self):
+        self.start_app()
+        with self.engine.connect() as connection:
+            self.assertEqual(current_revision(connection), head_revision())
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            self.assertEqual(compare_metadata(context, db.metadata), [])
+
+    def test_downgrade_to_the_first_migration_keeps_the_rows(self):
+        self.migrate("head")
+        self.insert_tutorial_rows()
+        with self.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), TUTORIAL_REVISION)
+        with self.engine.connect() as connection:
+            self.assertNotIn("idempotency_keys", inspect(connection).get_table_names())
+            count = connection.execute(text("SELECT COUNT(*) FROM todos")).scalar_one()
+        self.assertEqual(count, 2)
+
+
+for _name, _variable in SERVER_DATABASES.items():
+    if server_url(_name) or IN_CI:
+        globals()[f"MigrationTestCaseOn{_name}"] = type(
+            f"MigrationTestCaseOn{_name}", (MigrationTestCase,), {"database": _name}
+        )
+
+
+class TestCommandLine(unittest.TestCase):
+    def test_flask_db_upgrade_creates_the_schema_by_hand(self):
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{folder}/db.sqlite"
+            environment = os.environ | {
+                "DATABASE_URL": url,
+                "TODO_SCHEMA_AUTO_UPGRADE": "false",
+            }
+            environment.pop("TODO_SQLALCHEMY_DATABASE_URI", None)
+            result = subprocess.run(
+                [sys.executable, "-m", "flask", "--app", "todo", "db", "upgrade"],
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr)
+            engine = create_engine(url)
+            try:
+                with engine.connect() as connection:
+                    self.assertEqual(current_revision(connection), head_revision())
+                    self.assertIn("todos", inspect(connection).get_table_names())
+            finally:
+                engine.dispose()
