@@ -11,10 +11,10 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnprocessableEntity
 
+from todo import store
 from todo.models import db, utcnow
 from todo.models.idempotency import KEY_MAX_LENGTH, IdempotencyKey, delete_expired_keys, select_key
-from todo.models.todo import Todo
-from todo.schemas import InvalidInput, TodoCreate, dump_todo_json
+from todo.schemas import InvalidInput, TodoCreate, todo_json
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{KEY_MAX_LENGTH - 2}}}[\x21-\x7e])?")
@@ -65,10 +65,8 @@ def create_once(key: str, payload: TodoCreate) -> Created:
                     f"The {HEADER} was already used with a different request body."
                 )
             return Created(remembered.response.encode(), remembered.todo_id, replayed=True)
-        todo = Todo(**payload.model_dump())
-        db.session.add(todo)
-        db.session.flush()
-        body = dump_todo_json(todo)
+        todo = store.insert(payload.model_dump())
+        body = todo_json(todo)
         db.session.add(
             IdempotencyKey(key=key, fingerprint=digest, todo_id=todo.id, response=body.decode())
         )

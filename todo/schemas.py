@@ -1,7 +1,7 @@
 """Request validation and response shaping: the only place that knows the wire format."""
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -13,7 +13,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    TypeAdapter,
     ValidationError,
     WithJsonSchema,
 )
@@ -31,9 +30,25 @@ _ISO_DATE_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}"  # date
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"  # optional time, seconds and fraction
     r"(?:Z|[+-]\d{2}:?\d{2})?)?",  # optional offset
-    re.IGNORECASE,
+    # ASCII: other scripts' digits are not ISO 8601, and the message should say so.
+    re.IGNORECASE | re.ASCII,
 )
-_QUERY_INTEGER = re.compile(r"[+-]?\d{1,30}")
+# The same rules as JSON Schema patterns (ECMA-262), so that the OpenAPI document states them.
+# Python's str.strip() whitespace, which ECMA's \s does not quite match.
+_BLANK = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+TITLE_PATTERN = rf"^[^\x00]*[^\x00{_BLANK}][^\x00]*$"
+_DAY = (
+    r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|(?:[1-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[13579][26])00)-02-29"
+)
+_TIME = r"[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]+)?)?"
+_OFFSET = r"[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9]"
+DEADLINE_PATTERN = rf"^(?:{_DAY})(?:{_TIME}(?:{_OFFSET})?)?$"
+_QUERY_INTEGER = re.compile(r"[+-]?[0-9]+")
+# More digits than any 64-bit number has: such a value is past every range a parameter takes.
+_QUERY_INTEGER_DIGITS = 20
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -92,13 +107,21 @@ def format_timestamp(value: datetime) -> str:
 
 Title = Annotated[
     str,
-    Field(min_length=1, max_length=TITLE_MAX_LENGTH, examples=["Watch CSSE6400 Lecture"]),
+    Field(
+        min_length=1,
+        max_length=TITLE_MAX_LENGTH,
+        examples=["Watch CSSE6400 Lecture"],
+        json_schema_extra={"pattern": TITLE_PATTERN, "description": "Not blank; no NUL."},
+    ),
     AfterValidator(_without_nul),
     AfterValidator(_not_blank),
 ]
 Description = Annotated[
     str,
-    Field(max_length=DESCRIPTION_MAX_LENGTH),
+    Field(
+        max_length=DESCRIPTION_MAX_LENGTH,
+        json_schema_extra={"pattern": NO_NUL_PATTERN, "description": "No NUL; null clears it."},
+    ),
     AfterValidator(_without_nul),
 ]
 Deadline = Annotated[
@@ -107,8 +130,9 @@ Deadline = Annotated[
     WithJsonSchema(
         {
             "type": "string",
+            "pattern": DEADLINE_PATTERN,
             "description": "ISO 8601 date or date-time; an offset is converted to UTC, "
-            "none means UTC.",
+            "none means UTC. Between 1000-01-01T00:00:00 and 9999-12-31T23:59:59 UTC.",
             "examples": ["2023-02-27T00:00:00", "2023-02-27", "2023-02-27T10:00:00+10:00"],
         }
     ),
@@ -174,9 +198,17 @@ class TodoOut(BaseModel):
 
 
 def _query_integer(value: Any) -> Any:
-    if isinstance(value, str) and not _QUERY_INTEGER.fullmatch(value):
+    if not isinstance(value, str):
+        return value
+    if not _QUERY_INTEGER.fullmatch(value):
         raise _invalid("must be an integer")
-    return value
+    sign = -1 if value.startswith("-") else 1
+    digits = value.lstrip("+-").lstrip("0") or "0"
+    # A huge number is read as one just past 64 bits, not parsed digit by digit: `after` then
+    # gives an empty page and `limit` or `window` is out of range, as for any large number.
+    if len(digits) > _QUERY_INTEGER_DIGITS:
+        return sign * 10**_QUERY_INTEGER_DIGITS
+    return sign * int(digits)
 
 
 def _query_boolean(value: Any) -> Any:
@@ -187,6 +219,11 @@ def _query_boolean(value: Any) -> Any:
 
 QueryInteger = Annotated[int, BeforeValidator(_query_integer)]
 
+# Bounds go on the int, before the validator wraps it: after it they would still be checked,
+# but would reach the JSON schema as `ge`/`le`, which no client reads, not minimum/maximum.
+Window = Annotated[int, Field(ge=0, le=WINDOW_MAX_DAYS), BeforeValidator(_query_integer)]
+Limit = Annotated[int, Field(ge=1, le=LIMIT_MAX), BeforeValidator(_query_integer)]
+
 
 class TodoListQuery(BaseModel):
     """The filters and paging of the todo list."""
@@ -196,10 +233,10 @@ class TodoListQuery(BaseModel):
     completed: Annotated[bool, BeforeValidator(_query_boolean)] | None = Field(
         None, description="Only todos with this state (true or false, any letter case)."
     )
-    window: Annotated[QueryInteger, Field(ge=0, le=WINDOW_MAX_DAYS)] | None = Field(
+    window: Window | None = Field(
         None, description="Only todos with a deadline at or before now plus this many days."
     )
-    limit: Annotated[QueryInteger, Field(ge=1, le=LIMIT_MAX)] | None = Field(
+    limit: Limit | None = Field(
         None, description="At most this many todos; more are linked with rel=next."
     )
     after: QueryInteger | None = Field(None, description="Only todos with a larger id.")
@@ -277,14 +314,22 @@ def parse_query(arguments: Mapping[str, Iterable[str]]) -> TodoListQuery:
         raise _invalid_input(error, "query", "parameters") from None
 
 
-_todo_out = TypeAdapter(TodoOut)
+# The fields of TodoOut, in order: the columns a stored todo is read with start with them.
+OUTPUT_FIELDS = tuple(TodoOut.model_fields)
+# Stored datetimes are naive UTC: orjson then writes exactly YYYY-MM-DDTHH:MM:SS.
+_OUTPUT_OPTIONS = orjson.OPT_OMIT_MICROSECONDS
 
 
-def dump_todo(todo: Any) -> dict[str, Any]:
-    """Shape a todo (model object or row) for the response."""
-    return _todo_out.dump_python(TodoOut.model_validate(todo))
+def shape_todo(todo: Sequence[Any]) -> dict[str, Any]:
+    """Shape a stored todo (its fields in TodoOut's order) as the API shows it."""
+    return dict(zip(OUTPUT_FIELDS, todo, strict=False))
 
 
-def dump_todo_json(todo: Any) -> bytes:
-    """Shape a todo (model object or row) as JSON bytes."""
-    return _todo_out.dump_json(TodoOut.model_validate(todo))
+def todo_json(todo: Sequence[Any]) -> bytes:
+    """Write one stored todo as the JSON of TodoOut."""
+    return orjson.dumps(shape_todo(todo), option=_OUTPUT_OPTIONS)
+
+
+def todos_json(todos: Iterable[Sequence[Any]]) -> bytes:
+    """Write stored todos as a JSON array of TodoOut."""
+    return orjson.dumps(list(map(shape_todo, todos)), option=_OUTPUT_OPTIONS)

@@ -1,60 +1,89 @@
 """Reading and writing todos for the views: each write is one transaction, committed here."""
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Engine
 from werkzeug.exceptions import NotFound, PreconditionFailed, ServiceUnavailable
 
-from todo.models import db
-from todo.models.todo import Todo, can_exist, delete_todo, select_todo, select_todos, update_todo
+from todo.models import db, naive_utc, utcnow
+from todo.models.todo import (
+    DELETE_TODO,
+    INSERT_TODO,
+    MAX_ID,
+    SELECT_TODO,
+    StoredTodo,
+    can_exist,
+    select_todos,
+    update_todo,
+    window_horizon,
+)
 from todo.schemas import TodoListQuery
 
-# Rows fetched per round-trip while streaming a long list.
-STREAM_BATCH = 500
+# Rows per query while streaming a long list: bounds memory, whatever the list's length.
+STREAM_BATCH = 1000
 # Attempts at deleting a todo that other clients keep changing underneath.
 DELETE_ATTEMPTS = 5
 
 
-def find(todo_id: int) -> Row | None:
+def _connection() -> Connection:
+    # The session's connection: reads and writes of one request share its transaction.
+    return db.session.connection()
+
+
+def find(todo_id: int) -> StoredTodo | None:
     """Return the todo with this id, or None."""
     if not can_exist(todo_id):
         return None
-    return db.session.execute(select_todo(todo_id)).first()
+    return _connection().execute(SELECT_TODO, {"todo_id": todo_id}).first()
 
 
-def get(todo_id: int) -> Row:
+def get(todo_id: int) -> StoredTodo:
     """Return the todo with this id, or raise 404."""
     todo = find(todo_id)
     if todo is None:
-        raise NotFound(
-            f"There is no todo with id {todo_id}." if todo_id >= 0 else "There is no such todo."
-        )
+        raise NotFound(f"There is no todo with id {todo_id}." if todo_id >= 0 else None)
     return todo
 
 
-def create(fields: dict) -> Todo:
+def insert(fields: dict[str, Any]) -> StoredTodo:
+    """Insert a new todo in the current transaction, without committing it."""
+    now = utcnow()
+    values = {**fields, "created_at": now, "updated_at": now, "version": 1}
+    todo_id = _connection().execute(INSERT_TODO, values).inserted_primary_key[0]
+    return StoredTodo(
+        id=todo_id,
+        title=values["title"],
+        description=values["description"],
+        completed=values["completed"],
+        deadline_at=naive_utc(values["deadline_at"]),
+        created_at=naive_utc(now),
+        updated_at=naive_utc(now),
+        version=1,
+    )
+
+
+def create(fields: dict[str, Any]) -> StoredTodo:
     """Store a new todo."""
-    todo = Todo(**fields)
-    db.session.add(todo)
+    todo = insert(fields)
     db.session.commit()
     return todo
 
 
-def _reject_stale(todo: Row, versions: Iterable[int] | None) -> None:
+def _reject_stale(todo: StoredTodo, versions: set[int] | None) -> None:
     if versions is not None and todo.version not in versions:
         raise PreconditionFailed("The todo has changed since the version in If-Match.")
 
 
-def update(todo_id: int, changes: dict, versions: set[int] | None) -> Row:
+def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> StoredTodo:
     """Apply a partial update, only to a version the client names in If-Match (if any)."""
     if not changes:
         todo = get(todo_id)
         _reject_stale(todo, versions)
         return todo
-    if (
-        can_exist(todo_id)
-        and db.session.execute(update_todo(todo_id, changes, versions)).rowcount == 1
-    ):
+    statement = update_todo(frozenset(changes), versions is not None)
+    parameters = {**changes, "todo_id": todo_id, "now": utcnow(), "versions": list(versions or ())}
+    if can_exist(todo_id) and _connection().execute(statement, parameters).rowcount == 1:
         todo = get(todo_id)
         db.session.commit()
         return todo
@@ -64,7 +93,7 @@ def update(todo_id: int, changes: dict, versions: set[int] | None) -> Row:
     raise PreconditionFailed("The todo has changed since the version in If-Match.")
 
 
-def delete(todo_id: int, versions: set[int] | None) -> Row | None:
+def delete(todo_id: int, versions: set[int] | None) -> StoredTodo | None:
     """Delete a todo and return it as it was; None when there was none."""
     for _ in range(DELETE_ATTEMPTS):
         todo = find(todo_id)
@@ -72,53 +101,58 @@ def delete(todo_id: int, versions: set[int] | None) -> Row | None:
             return None
         _reject_stale(todo, versions)
         # The delete names the version read, so a change in between is noticed, not lost.
-        if db.session.execute(delete_todo(todo_id, todo.version)).rowcount == 1:
+        deleted = _connection().execute(DELETE_TODO, {"todo_id": todo_id, "version": todo.version})
+        if deleted.rowcount == 1:
             db.session.commit()
             return todo
         db.session.rollback()
     raise ServiceUnavailable("The todo kept changing while it was being deleted; try again.")
 
 
-def page(query: TodoListQuery) -> tuple[list[Row], bool]:
+def _list_parameters(query: TodoListQuery) -> dict[str, Any]:
+    return {
+        "completed": query.completed,
+        "horizon": None if query.window is None else window_horizon(query.window),
+        "after": None if query.after is None else min(max(query.after, 0), MAX_ID),
+        "limit": query.limit,
+    }
+
+
+def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequence[StoredTodo]:
+    statement = select_todos(
+        completed=parameters["completed"] is not None,
+        window=parameters["horizon"] is not None,
+        after=parameters["after"] is not None,
+        limit=parameters["limit"] is not None,
+    )
+    return connection.execute(statement, parameters).all()
+
+
+def page(query: TodoListQuery) -> tuple[Sequence[StoredTodo], bool]:
     """Return one page of todos and whether more follow."""
-    rows = db.session.execute(todos_statement(query, extra=1)).all()
+    parameters = _list_parameters(query) | {"limit": query.limit + 1}
+    rows = _execute_list(_connection(), parameters)
     return rows[: query.limit], len(rows) > query.limit
 
 
-class RowStream:
-    """Every matching todo, read in batches on a connection of its own.
+def stream(query: TodoListQuery) -> Iterator[Sequence[StoredTodo]]:
+    """Yield every matching todo in batches, read by id in pages of STREAM_BATCH.
 
-    The rows are read while the response is being sent, after the request's session is gone,
-    so the stream owns its connection and gives it back when the server closes the response.
+    Paging by id keeps memory flat on every engine without server-side cursors. The first
+    batch is read before this returns, so a database error still becomes a proper answer.
     """
-
-    def __init__(self, query: TodoListQuery):
-        self._connection = db.engine.connect()
-        try:
-            statement = todos_statement(query).execution_options(yield_per=STREAM_BATCH)
-            self._result = self._connection.execute(statement)
-        except BaseException:
-            self._connection.close()
-            raise
-
-    def batches(self) -> Iterator[Sequence[Row]]:
-        """Yield the rows in batches, fetching each from the database when it is needed."""
-        try:
-            yield from self._result.partitions()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Give the connection back, whether or not every row was read."""
-        self._result.close()
-        self._connection.close()
+    parameters = _list_parameters(query) | {"limit": STREAM_BATCH}
+    first = _execute_list(_connection(), parameters)
+    return _following_batches(db.engine, first, parameters)
 
 
-def todos_statement(query: TodoListQuery, extra: int = 0):
-    """Build the list statement from the query, fetching `extra` rows past the limit."""
-    return select_todos(
-        completed=query.completed,
-        window=query.window,
-        after=query.after,
-        limit=None if query.limit is None else query.limit + extra,
-    )
+def _following_batches(
+    engine: Engine, batch: Sequence[StoredTodo], parameters: dict[str, Any]
+) -> Iterator[Sequence[StoredTodo]]:
+    yield batch
+    # Later batches are read after the view has returned and its session is gone, on a
+    # connection of their own, each one only as the server is ready to send it.
+    while len(batch) == STREAM_BATCH:
+        with engine.connect() as connection:
+            batch = _execute_list(connection, parameters | {"after": batch[-1].id})
+        yield batch

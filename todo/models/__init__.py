@@ -30,6 +30,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def naive_utc(value: datetime | None) -> datetime | None:
+    """Return a datetime as naive UTC, the form in which the database stores it."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
 class UTCDateTime(TypeDecorator):
     """Store aware datetimes as naive UTC and hand them back aware.
 
@@ -44,9 +51,7 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.replace(microsecond=0)
+        return naive_utc(value).replace(microsecond=0)
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:

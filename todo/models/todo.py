@@ -1,19 +1,24 @@
 """The Todo model and the statements that read and write it."""
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import cache
+from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    DateTime,
     Index,
     Integer,
     Select,
     String,
+    bindparam,
     delete,
     event,
+    insert,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -72,53 +77,85 @@ def can_exist(todo_id: int) -> bool:
     return 1 <= todo_id <= MAX_ID
 
 
-def select_todo(todo_id: int) -> Select:
-    """Select one todo's columns by id."""
-    return select(Todo.__table__).where(Todo.id == todo_id)
+class StoredTodo(NamedTuple):
+    """A todo as read back for a response: naive UTC datetimes, fields in API order."""
+
+    id: int
+    title: str
+    description: str | None
+    completed: bool
+    deadline_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
 
 
+def _naive(column):
+    # Read timestamps as the naive UTC values they are stored as: no per-value conversion
+    # to aware datetimes, which a response would only have to undo.
+    return type_coerce(column, DateTime()).label(column.key)
+
+
+STORED_COLUMNS = (
+    Todo.id,
+    Todo.title,
+    Todo.description,
+    Todo.completed,
+    _naive(Todo.deadline_at),
+    _naive(Todo.created_at),
+    _naive(Todo.updated_at),
+    Todo.version,
+)
+# Built once: each request only binds its values, and the compiled form is cached.
+SELECT_TODO = select(*STORED_COLUMNS).where(Todo.id == bindparam("todo_id"))
+DELETE_TODO = delete(Todo).where(
+    Todo.id == bindparam("todo_id"), Todo.version == bindparam("version")
+)
+INSERT_TODO = insert(Todo)
+
+
+@cache
 def select_todos(
-    *,
-    completed: bool | None = None,
-    window: int | None = None,
-    after: int | None = None,
-    limit: int | None = None,
-    now: datetime | None = None,
+    *, completed: bool, window: bool, after: bool, limit: bool
 ) -> Select:
-    """Select the columns of the todos matching every given filter, ordered by id."""
-    statement = select(Todo.__table__).order_by(Todo.id)
-    if completed is not None:
-        statement = statement.where(Todo.completed == completed)
-    if window is not None:
-        horizon = (now or utcnow()) + timedelta(days=window)
-        statement = statement.where(Todo.deadline_at.is_not(None), Todo.deadline_at <= horizon)
-    if after is not None:
-        statement = statement.where(Todo.id > min(max(after, 0), MAX_ID))
-    if limit is not None:
-        statement = statement.limit(limit)
+    """Select the todos matching the filters that are given, ordered by id.
+
+    Takes the parameters `completed`, `horizon` (latest deadline), `after` and `limit`.
+    """
+    statement = select(*STORED_COLUMNS).order_by(Todo.id)
+    if completed:
+        statement = statement.where(Todo.completed == bindparam("completed"))
+    if window:
+        statement = statement.where(
+            Todo.deadline_at.is_not(None), Todo.deadline_at <= bindparam("horizon")
+        )
+    if after:
+        statement = statement.where(Todo.id > bindparam("after"))
+    if limit:
+        statement = statement.limit(bindparam("limit"))
     return statement
 
 
-def update_todo(todo_id: int, changes: dict, versions: Iterable[int] | None = None):
-    """Update a todo in one statement, only if its version is one of `versions` (when given).
+def window_horizon(days: int, now: datetime | None = None) -> datetime:
+    """Return the latest deadline within a window of days from now."""
+    return (now or utcnow()) + timedelta(days=days)
+
+
+@cache
+def update_todo(fields: frozenset[str], checks_version: bool):
+    """Update the given fields of a todo, and only at one of `versions` when it checks them.
 
     Comparing the version in the WHERE clause makes the If-Match check and the write one
     atomic step on every engine.
     """
     statement = (
         update(Todo)
-        .where(Todo.id == todo_id)
-        .values(**changes, version=Todo.version + 1, updated_at=utcnow())
+        .where(Todo.id == bindparam("todo_id"))
+        .values(
+            {name: bindparam(name, type_=Todo.__table__.c[name].type) for name in fields}
+            | {"version": Todo.version + 1, "updated_at": bindparam("now", type_=UTCDateTime())}
+        )
     )
-    if versions is not None:
-        statement = statement.where(Todo.version.in_(list(versions)))
-    return statement.execution_options(synchronize_session=False)
-
-
-def delete_todo(todo_id: int, version: int):
-    """Delete a todo only while it still has the version that was read."""
-    return (
-        delete(Todo)
-        .where(Todo.id == todo_id, Todo.version == version)
-        .execution_options(synchronize_session=False)
-    )
+    if checks_version:
+        statement = statement.where(Todo.version.in_(bindparam("versions", expanding=True)))
+    return statement

@@ -7,7 +7,7 @@ from werkzeug.routing import BaseConverter
 
 from todo import idempotency, store
 from todo.database import database_answers
-from todo.schemas import TodoCreate, TodoUpdate, dump_todo_json, parse_body, parse_query
+from todo.schemas import TodoCreate, TodoUpdate, parse_body, parse_query, todo_json, todos_json
 from todo.views.http import etag_for, json_body, json_response, requested_versions
 
 api = Blueprint("api", __name__)
@@ -26,10 +26,12 @@ class TodoIdConverter(BaseConverter):
 @api.record_once
 def _register_converter(state) -> None:
     state.app.url_map.converters["todo_id"] = TodoIdConverter
+    # A doubled slash is an unknown path (a 404 problem), not an HTML redirect to the real one.
+    state.app.url_map.merge_slashes = False
 
 
 def _todo_response(todo, status: int = 200) -> Response:
-    return json_response(dump_todo_json(todo), status, etag_for(todo.id, todo.version))
+    return json_response(todo_json(todo), status, etag_for(todo.id, todo.version))
 
 
 @api.get("/health")
@@ -45,12 +47,9 @@ def list_todos():
     """List todos ordered by id, filtered by state and deadline, paged by id."""
     query = parse_query(dict(request.args.lists()))
     if query.limit is None:
-        rows = store.RowStream(query)
-        response = Response(_json_array(rows.batches()), mimetype="application/json")
-        response.call_on_close(rows.close)
-        return response
+        return Response(_json_array(store.stream(query)), mimetype="application/json")
     todos, more = store.page(query)
-    response = json_response(b"[" + b",".join(map(dump_todo_json, todos)) + b"]")
+    response = json_response(todos_json(todos))
     if more:
         following = url_for(".list_todos", **(request.args.to_dict() | {"after": todos[-1].id}))
         response.headers["Link"] = f'<{following}>; rel="next"'
@@ -58,11 +57,13 @@ def list_todos():
 
 
 def _json_array(batches: Iterable[Sequence]) -> Iterator[bytes]:
+    # One JSON array, written batch by batch: each batch's array without its brackets.
     yield b"["
     separator = b""
     for batch in batches:
-        yield separator + b",".join(map(dump_todo_json, batch))
-        separator = b","
+        if batch:
+            yield separator + todos_json(batch)[1:-1]
+            separator = b","
     yield b"]"
 
 
@@ -79,7 +80,7 @@ def create_todo():
     key = request.headers.get(idempotency.HEADER)
     if key is None:
         todo = store.create(payload.model_dump())
-        created = idempotency.Created(dump_todo_json(todo), todo.id)
+        created = idempotency.Created(todo_json(todo), todo.id)
     else:
         created = idempotency.create_once(idempotency.check_key(key), payload)
     response = json_response(created.body, 201, etag_for(created.todo_id, 1))
