@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, current_app
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from todo.database import UNAVAILABLE_ERRORS
 from todo.schemas import InvalidInput
@@ -31,6 +31,11 @@ def _http_error(error: HTTPException) -> Response:
     return problem(error.code or 500, error.description or "", headers)
 
 
+def _too_large(error: RequestEntityTooLarge) -> Response:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return problem(413, f"The request body is larger than the limit of {limit} bytes.")
+
+
 def _invalid_input(error: InvalidInput) -> Response:
     extra = {"errors": error.errors} if error.errors else {}
     return problem(400, error.detail, **extra)
@@ -51,5 +56,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(InvalidInput, _invalid_input)
     for error_class in UNAVAILABLE_ERRORS:
         app.register_error_handler(error_class, _database_unavailable)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(InternalServerError, _internal_error)
     app.register_error_handler(HTTPException, _http_error)

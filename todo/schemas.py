@@ -272,7 +272,7 @@ def _field_errors(error: ValidationError, unknown: str) -> list[dict[str, str]]:
 def _invalid_input(error: ValidationError, where: str, things: str) -> InvalidInput:
     unknown = "unknown field" if things == "fields" else "unknown parameter"
     errors = _field_errors(error, unknown)
-    names = ", ".join(dict.fromkeys(problem["field"] for problem in errors))
+    names = ", ".join(dict.fromkeys(problem["field"] or '""' for problem in errors))
     if all(problem["message"] in (unknown, "cannot be set") for problem in errors):
         detail = f"The {where} has {things} that cannot be set: {names}"
         if things != "fields":

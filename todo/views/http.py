@@ -3,7 +3,7 @@
 import re
 
 from flask import Response, request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 _ETAG = re.compile(r"(\d+)-(\d+)")
 
@@ -13,7 +13,16 @@ def json_body() -> bytes:
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if not request.is_json or charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType("Send the request body as JSON: Content-Type: application/json.")
-    return request.get_data(cache=False)
+    if request.content_encoding not in (None, "", "identity"):
+        raise UnsupportedMediaType("Send the request body without a Content-Encoding.")
+    body = request.get_data(cache=False)
+    limit = request.max_content_length
+    # Werkzeug cuts a body sent without Content-Length (chunked) at the limit without a word;
+    # a byte left over means the body was too large, not that it ended there.
+    if request.content_length is None and limit is not None and len(body) >= limit:
+        if request.input_stream.read(1):
+            raise RequestEntityTooLarge()
+    return body
 
 
 def etag_for(todo_id: int, version: int) -> str:

@@ -1,0 +1,457 @@
+"""The OpenAPI document: valid, complete, built from the real schemas, agreeing with examples."""
+
+import importlib.util
+import re
+import shlex
+import unittest
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from tests.base import IN_CI, AppTestCase
+from todo import create_app
+from todo.openapi import API_PREFIX, SCHEMA_REF, openapi_document
+from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINTS_HTTP = ROOT / "endpoints.http"
+README = ROOT / "README.md"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+@dataclass
+class HttpRequest:
+    """One request of a REST Client / JetBrains HTTP Client file."""
+
+    title: str
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+
+
+def parse_http_file(text: str) -> list[HttpRequest]:
+    """Read the requests of an .http file: `@name = value` variables, `###` between requests."""
+    variables: dict[str, str] = {}
+    requests = []
+    for block in re.split(r"^###", text, flags=re.MULTILINE)[1:]:
+        lines = block.splitlines()
+        title = lines[0].strip()
+        request: HttpRequest | None = None
+        in_body = False
+        for line in lines[1:]:
+            stripped = line.strip()
+            if request is None:
+                if stripped.startswith("@") and "=" in stripped:
+                    name, value = stripped[1:].split("=", 1)
+                    variables[name.strip()] = value.strip()
+                elif stripped.startswith(("#", "//")):
+                    title = title or stripped.lstrip("#/ ")
+                elif stripped:
+                    method, url, *_ = stripped.split()
+                    request = HttpRequest(title, method.upper(), url)
+            elif in_body:
+                request.body += line + "\n"
+            elif not stripped:
+                in_body = True
+            elif not stripped.startswith(("#", "//")):
+                name, value = stripped.split(":", 1)
+                request.headers[name.strip()] = value.strip()
+        if request is not None:
+            requests.append(request)
+    # Variables may be declared before the first ### too.
+    for line in text.split("###", 1)[0].splitlines():
+        if line.strip().startswith("@") and "=" in line:
+            name, value = line.strip()[1:].split("=", 1)
+            variables[name.strip()] = value.strip()
+    for request in requests:
+        request.url = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: variables[m[1]], request.url)
+    return requests
+
+
+_CURL = re.compile(r"\bcurl\s(?:[^\n`]*\\\n)*[^\n`]*")
+_LOCAL_URL = re.compile(r"^(?:https?://)?(?:localhost|127\.0\.0\.1)(?::\d+)?/")
+
+
+def curl_requests(text: str) -> list[tuple[str, str]]:
+    """Return (method, URL) of every curl command in a Markdown text, in code or inline."""
+    found = []
+    for command in _CURL.findall(text):
+        words = shlex.split(command.replace("\\\n", " "), comments=True)
+        method = None
+        for flag, value in zip(words, words[1:], strict=False):
+            if flag in ("-X", "--request"):
+                method = value.upper()
+        if method is None:
+            sends_data = any(word.startswith(("-d", "--data", "--json")) for word in words)
+            method = "POST" if sends_data else "GET"
+        urls = [word for word in words if _LOCAL_URL.match(word)]
+        if urls:
+            url = urls[0] if "://" in urls[0] else "http://" + urls[0]
+            found.append((method, url))
+    return found
+
+
+def path_template(path: str, templates) -> str | None:
+    """Return the document's path template that a concrete API path falls under."""
+    for template in templates:
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return template
+    return None
+
+
+def _app():
+    return create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True})
+
+
+class TestDocument(AppTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.document = openapi_document(self.app)
+
+    def operations(self):
+        for path, item in self.document["paths"].items():
+            for method, operation in item.items():
+                yield path, method.upper(), operation
+
+    def resolve(self, node: dict) -> dict:
+        while "$ref" in node:
+            *_, kind, name = node["$ref"].split("/")
+            node = self.document["components"][kind][name]
+        return node
+
+    def test_is_served_as_json_and_is_openapi_3_1(self):
+        response = self.client.get("/api/v1/openapi.json")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.mimetype, "application/json")
+        self.assertEqual(response.get_json(), self.document)
+        self.assertEqual(self.document["openapi"], "3.1.0")
+        self.assertEqual(self.document["servers"], [{"url": API_PREFIX}])
+
+    def test_validates_with_openapi_spec_validator(self):
+        if importlib.util.find_spec("openapi_spec_validator") is None:
+            if IN_CI:
+                self.fail("openapi-spec-validator is not installed")
+            self.skipTest("openapi-spec-validator is not installed")
+        from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+        validate(self.client.get("/api/v1/openapi.json").get_json(), cls=OpenAPIV31SpecValidator)
+
+    def test_every_api_route_is_documented_and_nothing_else(self):
+        documented = {(path, method) for path, method, _ in self.operations()}
+        routed = set()
+        for rule in self.app.url_map.iter_rules():
+            # The document describes the API, not the page and file that serve the document.
+            if not rule.rule.startswith(API_PREFIX + "/") or rule.endpoint.startswith("docs."):
+                continue
+            path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule[len(API_PREFIX) :])
+            routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+        self.assertEqual(documented, routed)
+        self.assertEqual(
+            documented,
+            {
+                ("/health", "GET"),
+                ("/todos", "GET"),
+                ("/todos", "POST"),
+                ("/todos/{todo_id}", "GET"),
+                ("/todos/{todo_id}", "PUT"),
+                ("/todos/{todo_id}", "PATCH"),
+                ("/todos/{todo_id}", "DELETE"),
+            },
+        )
+
+    def test_summaries_are_the_views_docstrings(self):
+        views = {rule.endpoint: rule for rule in self.app.url_map.iter_rules()}
+        for path, method, operation in self.operations():
+            with self.subTest(path=path, method=method):
+                endpoint = "api." + operation["operationId"].removesuffix(f"_{method.lower()}")
+                self.assertIn(endpoint, views)
+                docstring = self.app.view_functions[endpoint].__doc__.strip().splitlines()[0]
+                self.assertEqual(operation["summary"], docstring)
+
+    def test_operation_ids_are_unique(self):
+        ids = [operation["operationId"] for _, _, operation in self.operations()]
+        self.assertEqual(len(ids), len(set(ids)))
+
+    def test_component_schemas_are_the_models_own(self):
+        schemas = self.document["components"]["schemas"]
+        self.assertEqual(
+            schemas["TodoCreate"], TodoCreate.model_json_schema(ref_template=SCHEMA_REF)
+        )
+        self.assertEqual(
+            schemas["TodoOut"],
+            TodoOut.model_json_schema(ref_template=SCHEMA_REF, mode="serialization"),
+        )
+        # A partial update's "not sent" default of None is dropped where null is not allowed.
+        update = TodoUpdate.model_json_schema(ref_template=SCHEMA_REF)
+        for name in ("title", "completed"):
+            del update["properties"][name]["default"]
+        self.assertEqual(schemas["TodoUpdate"], update)
+
+    def test_bodies_refer_to_the_models(self):
+        paths = self.document["paths"]
+        body = "#/components/schemas/"
+
+        def request_schema(operation):
+            return operation["requestBody"]["content"]["application/json"]["schema"]
+
+        def response_schema(operation, status):
+            response = self.resolve(operation["responses"][status])
+            return response["content"]["application/json"]["schema"]
+
+        todos, todo = paths["/todos"], paths["/todos/{todo_id}"]
+        self.assertEqual(request_schema(todos["post"]), {"$ref": body + "TodoCreate"})
+        self.assertEqual(request_schema(todo["put"]), {"$ref": body + "TodoUpdate"})
+        self.assertEqual(request_schema(todo["patch"]), {"$ref": body + "TodoUpdate"})
+        self.assertEqual(response_schema(todos["post"], "201"), {"$ref": body + "TodoOut"})
+        self.assertEqual(response_schema(todo["get"], "200"), {"$ref": body + "TodoOut"})
+        self.assertEqual(
+            response_schema(todos["get"], "200"),
+            {"type": "array", "items": {"$ref": body + "TodoOut"}},
+        )
+        self.assertIn({"$ref": body + "TodoOut"}, response_schema(todo["delete"], "200")["oneOf"])
+
+    def test_list_parameters_come_from_the_query_model_with_their_bounds(self):
+        parameters = {
+            parameter["name"]: parameter
+            for parameter in self.document["paths"]["/todos"]["get"]["parameters"]
+        }
+        self.assertEqual(set(parameters), set(TodoListQuery.model_fields))
+        self.assertEqual(parameters["completed"]["schema"], {"type": "boolean"})
+        self.assertEqual(
+            parameters["window"]["schema"], {"type": "integer", "minimum": 0, "maximum": 36500}
+        )
+        self.assertEqual(
+            parameters["limit"]["schema"], {"type": "integer", "minimum": 1, "maximum": 1000}
+        )
+        self.assertEqual(parameters["after"]["schema"], {"type": "integer"})
+        self.assertTrue(all(parameter["in"] == "query" for parameter in parameters.values()))
+
+    def test_todo_id_is_an_integer_from_one(self):
+        for path, method, operation in self.operations():
+            if path != "/todos/{todo_id}":
+                continue
+            with self.subTest(method=method):
+                parameters = [self.resolve(parameter) for parameter in operation["parameters"]]
+                (todo_id,) = [parameter for parameter in parameters if parameter["in"] == "path"]
+                self.assertEqual(todo_id["name"], "todo_id")
+                self.assertEqual(todo_id["schema"]["type"], "integer")
+                self.assertEqual(todo_id["schema"]["minimum"], 1)
+
+    def test_every_error_answer_is_problem_details(self):
+        problem = {"$ref": "#/components/schemas/Problem"}
+        for path, method, operation in self.operations():
+            for status, response in operation["responses"].items():
+                if path == "/health" or int(status) < 400:
+                    continue
+                with self.subTest(path=path, method=method, status=status):
+                    content = self.resolve(response)["content"]
+                    self.assertEqual(content, {"application/problem+json": {"schema": problem}})
+            if path != "/health":
+                with self.subTest(path=path, method=method):
+                    unavailable = self.resolve(operation["responses"]["503"])
+                    self.assertIn("Retry-After", unavailable["headers"])
+        errors = self.document["components"]["schemas"]["Problem"]["properties"]["errors"]
+        field_problem = self.resolve(errors["items"])
+        self.assertEqual(set(field_problem["required"]), {"field", "message"})
+
+    def test_headers_of_the_contract_are_documented(self):
+        paths = self.document["paths"]
+        created = paths["/todos"]["post"]["responses"]["201"]
+        self.assertEqual(set(created["headers"]), {"ETag", "Location", "Idempotent-Replayed"})
+        self.assertIn("Link", paths["/todos"]["get"]["responses"]["200"]["headers"])
+        self.assertIn("ETag", paths["/todos/{todo_id}"]["get"]["responses"]["304"]["headers"])
+        header_parameters = {
+            (method, self.resolve(parameter)["name"])
+            for path, method, operation in self.operations()
+            for parameter in operation.get("parameters", [])
+            if self.resolve(parameter)["in"] == "header"
+        }
+        self.assertEqual(
+            header_parameters,
+            {
+                ("POST", "Idempotency-Key"),
+                ("GET", "If-None-Match"),
+                ("PUT", "If-Match"),
+                ("PATCH", "If-Match"),
+                ("DELETE", "If-Match"),
+            },
+        )
+        self.assertIn("412", paths["/todos/{todo_id}"]["delete"]["responses"])
+        self.assertIn("422", paths["/todos"]["post"]["responses"])
+
+    def test_documented_etag_matches_the_one_served(self):
+        created = self.client.post("/api/v1/todos", json={"title": "Tagged"})
+        tag = self.resolve(self.document["components"]["headers"]["ETag"])["schema"]["pattern"]
+        self.assertRegex(created.headers["ETag"], tag)
+
+    def test_document_is_built_once_per_app(self):
+        self.assertIs(openapi_document(self.app), self.document)
+        self.assertIsNot(openapi_document(_app()), self.document)
+        self.assertEqual(openapi_document(_app()), self.document)
+
+
+class TestDocsRoutes(AppTestCase):
+    def test_docs_page_loads_swagger_ui_from_the_service(self):
+        response = self.client.get("/api/v1/docs")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.mimetype, "text/html")
+        page = response.get_data(as_text=True)
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+        self.assertTrue(sources)
+        for source in sources:
+            with self.subTest(source=source):
+                self.assertTrue(source.startswith("/api/v1/"), "an asset from elsewhere")
+                with self.client.get(source) as response:
+                    self.assertEqual(response.status_code, 200)
+        self.assertIn('"/api/v1/openapi.json"', page)
+
+    def test_unknown_asset_is_a_404_problem(self):
+        for path in ("/api/v1/docs/nothing.js", "/api/v1/docs/../openapi.json"):
+            with self.subTest(path=path):
+                self.assertProblem(self.client.get(path), 404)
+
+
+class TestExamplesAgreeWithTheDocument(unittest.TestCase):
+    """endpoints.http and the README's curl commands use only what the document describes."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.app = _app()
+        cls.document = openapi_document(cls.app)
+        cls.adapter = cls.app.url_map.bind("127.0.0.1:8000")
+
+    def check_request(self, method: str, url: str) -> tuple[str, str]:
+        """Assert a request goes to a documented path; return its (template, method)."""
+        parts = urlsplit(url)
+        self.assertTrue(parts.path.startswith(API_PREFIX + "/"), url)
+        path = parts.path[len(API_PREFIX) :]
+        template = path_template(path, self.document["paths"])
+        self.assertIsNotNone(template, f"{url} is not a documented path")
+        if method.lower() not in self.document["paths"][template]:
+            # Only to show the 405: a method the app really refuses on that path.
+            with self.assertRaises(MethodNotAllowed, msg=f"{method} {url} is not documented"):
+                self.adapter.match(parts.path, method)
+        return template, method
+
+    def test_every_operation_has_a_request_in_endpoints_http(self):
+        requests = parse_http_file(ENDPOINTS_HTTP.read_text())
+        self.assertTrue(requests)
+        covered = set()
+        for request in requests:
+            with self.subTest(request=request.title):
+                self.assertTrue(request.title, f"{request.method} {request.url} has no comment")
+                self.assertTrue(request.url.startswith("http://127.0.0.1:8000/api/v1/"))
+                covered.add(self.check_request(request.method, request.url))
+        documented = {
+            (path, method.upper())
+            for path, item in self.document["paths"].items()
+            for method in item
+        }
+        self.assertEqual(documented - covered, set(), "operations without a request")
+
+    def test_every_list_filter_has_a_request_in_endpoints_http(self):
+        requests = parse_http_file(ENDPOINTS_HTTP.read_text())
+        used = {
+            name.split("=")[0]
+            for request in requests
+            if request.method == "GET" and urlsplit(request.url).path == API_PREFIX + "/todos"
+            for name in urlsplit(request.url).query.split("&")
+            if name
+        }
+        listed = {
+            parameter["name"] for parameter in self.document["paths"]["/todos"]["get"]["parameters"]
+        }
+        self.assertLessEqual(listed, used)
+
+    def test_the_readme_curl_commands_use_documented_operations(self):
+        if not README.exists():
+            self.skipTest("no README.md yet")
+        commands = curl_requests(README.read_text())
+        self.assertTrue(commands, "no curl commands found in README.md")
+        for method, url in commands:
+            with self.subTest(command=f"{method} {url}"):
+                if "/api/v1/" in url:
+                    try:
+                        self.check_request(method, url)
+                    except NotFound:
+                        self.fail(f"{url} is not a route")
+
+
+class TestEndpointsHttpAnswers(AppTestCase):
+    """Sent in order to a fresh app, every request of endpoints.http gets a documented answer."""
+
+    def test_each_answer_has_a_documented_status_and_media_type(self):
+        document = openapi_document(self.app)
+        for request in parse_http_file(ENDPOINTS_HTTP.read_text()):
+            parts = urlsplit(request.url)
+            response = self.client.open(
+                parts.path,
+                method=request.method,
+                query_string=parts.query,
+                headers=request.headers,
+                data=request.body.strip().encode(),
+            )
+            with self.subTest(request=request.title, status=response.status_code):
+                template = path_template(parts.path[len(API_PREFIX) :], document["paths"])
+                operation = document["paths"][template].get(request.method.lower())
+                if operation is None:
+                    self.assertEqual(response.status_code, 405)
+                    self.assertIn("Allow", response.headers)
+                    continue
+                self.assertIn(str(response.status_code), operation["responses"])
+                documented = operation["responses"][str(response.status_code)]
+                while "$ref" in documented:
+                    documented = document["components"]["responses"][
+                        documented["$ref"].split("/")[-1]
+                    ]
+                if "content" in documented:
+                    self.assertIn(response.mimetype, documented["content"])
+                else:
+                    self.assertEqual(response.get_data(), b"")
+
+
+class TestHttpFileParser(unittest.TestCase):
+    def test_reads_variables_titles_headers_and_bodies(self):
+        text = (
+            "# intro\n\n@baseUrl = http://127.0.0.1:8000/api/v1\n\n"
+            "### Create a todo\nPOST {{baseUrl}}/todos\nContent-Type: application/json\n\n"
+            '{"title": "x"}\n\n'
+            "###\n# Get it\nGET {{baseUrl}}/todos/1 HTTP/1.1\n"
+        )
+        first, second = parse_http_file(text)
+        self.assertEqual(
+            (first.title, first.method, first.url, first.headers),
+            (
+                "Create a todo",
+                "POST",
+                "http://127.0.0.1:8000/api/v1/todos",
+                {"Content-Type": "application/json"},
+            ),
+        )
+        self.assertEqual(first.body.strip(), '{"title": "x"}')
+        self.assertEqual(
+            (second.title, second.method, second.url),
+            ("Get it", "GET", "http://127.0.0.1:8000/api/v1/todos/1"),
+        )
+
+    def test_reads_curl_commands_across_lines(self):
+        text = (
+            "```sh\ncurl -s http://127.0.0.1:8000/api/v1/todos\n"
+            "curl -X PUT http://127.0.0.1:8000/api/v1/todos/1 \\\n"
+            "  -H 'Content-Type: application/json' -d '{\"completed\": true}'\n"
+            "curl -d '{}' -H 'Content-Type: application/json' http://127.0.0.1:8000/api/v1/todos\n```\n"
+            "Then `curl -si 'localhost:8000/api/v1/todos?limit=2'  # a comment` and more.\n"
+        )
+        self.assertEqual(
+            curl_requests(text),
+            [
+                ("GET", "http://127.0.0.1:8000/api/v1/todos"),
+                ("PUT", "http://127.0.0.1:8000/api/v1/todos/1"),
+                ("POST", "http://127.0.0.1:8000/api/v1/todos"),
+                ("GET", "http://localhost:8000/api/v1/todos?limit=2"),
+            ],
+        )

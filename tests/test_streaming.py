@@ -1,0 +1,59 @@
+"""Long lists are streamed in pages read as they are sent, and still form one exact list."""
+
+from datetime import UTC, datetime, timedelta
+
+from tests.base import AppTestCase, across_databases
+from todo import store
+from todo.models import db
+from todo.models.todo import INSERT_TODO
+
+COUNT = store.STREAM_BATCH * 2 + 7
+
+
+@across_databases
+class TestStreamedList(AppTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        now = datetime.now(UTC).replace(microsecond=0)
+        rows = [
+            {
+                "title": f"todo {number}",
+                "description": None,
+                "completed": number % 3 == 0,
+                "deadline_at": now + timedelta(days=number % 20 - 5) if number % 2 else None,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            }
+            for number in range(1, COUNT + 1)
+        ]
+        with self.app.app_context():
+            db.session.connection().execute(INSERT_TODO, rows)
+            db.session.commit()
+
+    def test_whole_list_arrives_in_order_across_pages(self):
+        response = self.client.get("/api/v1/todos")
+        self.assertTrue(response.is_streamed)
+        todos = response.get_json()
+        self.assertEqual([todo["id"] for todo in todos], list(range(1, COUNT + 1)))
+        self.assertEqual(todos[-1]["title"], f"todo {COUNT}")
+
+    def test_filters_hold_on_every_page(self):
+        todos = self.client.get("/api/v1/todos?completed=true&window=3").get_json()
+        expected = [
+            number
+            for number in range(1, COUNT + 1)
+            if number % 3 == 0 and number % 2 and number % 20 - 5 <= 3
+        ]
+        self.assertEqual([todo["id"] for todo in todos], expected)
+        self.assertTrue(all(todo["completed"] for todo in todos))
+
+    def test_paging_through_limit_and_after_matches_the_whole_list(self):
+        whole = self.client.get("/api/v1/todos").get_json()
+        walked, url = [], "/api/v1/todos?limit=1000"
+        while url:
+            response = self.client.get(url)
+            walked += response.get_json()
+            link = response.headers.get("Link")
+            url = link[1 : link.index(">")] if link else None
+        self.assertEqual(walked, whole)

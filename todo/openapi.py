@@ -1,0 +1,450 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic schemas."""
+
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any, Literal
+
+from flask import Flask
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule
+
+from todo.errors import PROBLEM_JSON
+from todo.models.idempotency import KEY_MAX_LENGTH
+from todo.models.todo import MAX_ID
+from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
+
+API_PREFIX = "/api/v1"
+API_BLUEPRINT = "api"
+SCHEMA_REF = "#/components/schemas/{model}"
+# Methods Flask answers on its own for every route; they are not operations of the API.
+IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+_METHOD_ORDER = {
+    method: index for index, method in enumerate(("GET", "POST", "PUT", "PATCH", "DELETE"))
+}
+_EXTENSION_KEY = "todo.openapi"
+_RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+
+class FieldProblem(BaseModel):
+    """One field or parameter that broke a rule."""
+
+    field: str = Field(description="The field, query parameter or header at fault.")
+    message: str = Field(description="What is wrong with it.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error answer of the API."""
+
+    type: str = Field(description="Always about:blank: the status code says it all.")
+    title: str = Field(description="The status code's reason phrase.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str = Field(description="One human sentence about this occurrence.")
+    errors: list[FieldProblem] = Field(
+        default_factory=list, description="Every field problem, on validation errors only."
+    )
+
+
+class Health(BaseModel):
+    """Whether the service and its database answer."""
+
+    status: Literal["ok", "unavailable"]
+
+
+# Schemas of the components, each with the mode in which the API uses it.
+MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...] = (
+    (TodoCreate, "validation"),
+    (TodoUpdate, "validation"),
+    (TodoOut, "serialization"),
+    (Problem, "serialization"),
+    (Health, "serialization"),
+)
+
+
+def ref(name: str, kind: str = "schemas") -> dict[str, str]:
+    """Point at a component of the document."""
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def json_content(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
+    """Describe a body of one media type."""
+    return {media_type: {"schema": schema}}
+
+
+def _header(description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+def _problem(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    response = {"description": description, "content": json_content(ref("Problem"), PROBLEM_JSON)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+ENTITY_TAG = {"type": "string", "pattern": r'^"\d+-\d+"$', "examples": ['"1-1"']}
+
+HEADERS = {
+    "ETag": _header(
+        "The todo's strong entity tag, which changes whenever the todo does; send it back in "
+        "If-None-Match or If-Match.",
+        ENTITY_TAG,
+        required=True,
+    ),
+    "Location": _header(
+        "The new todo's URL.",
+        {"type": "string", "format": "uri-reference", "examples": ["/api/v1/todos/1"]},
+        required=True,
+    ),
+    "Link": _header(
+        'The next page, as `<URL>; rel="next"`, when `limit` cut the list and more todos follow.',
+        {"type": "string", "examples": ['</api/v1/todos?limit=2&after=2>; rel="next"']},
+    ),
+    "Idempotent-Replayed": _header(
+        "Present when this is the remembered answer to an earlier request with the same "
+        "Idempotency-Key: the first answer again, even if that todo has changed or gone since.",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "Retry-After": _header(
+        "Seconds to wait before trying again.", {"type": "string", "pattern": r"^\d+$"}, True
+    ),
+}
+
+PARAMETERS = {
+    "TodoId": {
+        "name": "todo_id",
+        "in": "path",
+        "required": True,
+        "description": "The todo's id. An id that no todo can have answers as a missing todo "
+        "does: 404 (DELETE: 200 with {}).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    },
+    "IfNoneMatch": {
+        "name": "If-None-Match",
+        "in": "header",
+        "description": "The ETag you hold: when it is still current the answer is 304, no body.",
+        "schema": {"type": "string", "examples": ['"1-1"']},
+    },
+    "IfMatch": {
+        "name": "If-Match",
+        "in": "header",
+        "description": "The ETag you read: when the todo changed since then the answer is 412 "
+        "and nothing changes. `*` matches any version.",
+        "schema": {"type": "string", "examples": ['"1-1"']},
+    },
+    "IdempotencyKey": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "description": "Makes retries safe: the same key with the same body answers the first "
+        "response again and creates nothing; with another body it answers 422. Keys are kept "
+        "for at least 24 hours.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": KEY_MAX_LENGTH,
+            "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+            "examples": ["9f1c2a7e-5b4d-4c1e-8f3a-2d6b7e9c0a1f"],
+        },
+    },
+}
+
+RESPONSES = {
+    "BadRequest": _problem(
+        "The request breaks a rule: `detail` says which, `errors` names each field or parameter."
+    ),
+    "NotFound": _problem("There is no todo with this id."),
+    "PreconditionFailed": _problem(
+        "The todo changed since the version in If-Match; nothing was changed."
+    ),
+    "PayloadTooLarge": _problem("The body is larger than the configured limit (64 KiB default)."),
+    "UnsupportedMediaType": _problem("The body was not sent as `Content-Type: application/json`."),
+    "Unavailable": _problem(
+        "The database is unavailable; retry after the given delay.",
+        **{"Retry-After": ref("Retry-After", "headers")},
+    ),
+}
+
+
+def _todo(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"ETag": ref("ETag", "headers"), **headers},
+        "content": json_content(ref("TodoOut")),
+    }
+
+
+def _todo_links() -> dict[str, Any]:
+    todo_id = {"todo_id": "$response.body#/id"}
+    unchanged = todo_id | {"header.If-Match": "$response.header.ETag"}
+    return {
+        "GetTodo": {"operationId": "get_todo", "parameters": todo_id},
+        "GetTodoIfChanged": {
+            "operationId": "get_todo",
+            "parameters": todo_id | {"header.If-None-Match": "$response.header.ETag"},
+        },
+        "UpdateTodoIfUnchanged": {"operationId": "update_todo_put", "parameters": unchanged},
+        "PatchTodoIfUnchanged": {"operationId": "update_todo_patch", "parameters": unchanged},
+        "DeleteTodo": {"operationId": "delete_todo", "parameters": todo_id},
+    }
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the route table cannot tell about one operation: its inputs and its answers."""
+
+    responses: dict[int, dict[str, Any]]
+    tag: str = "todos"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    headers: tuple[str, ...] = ()
+    description: str | None = None
+    links: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+_EMPTY = {"type": "object", "maxProperties": 0, "description": "No todo had this id."}
+
+# One row per method of each view of the API blueprint, by endpoint name.
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("health", "GET"): Operation(
+        tag="health",
+        description="The one error that is not problem details: a 503 carries exactly "
+        '`{"status": "unavailable"}`.',
+        responses={
+            200: {
+                "description": 'The database answers: `{"status": "ok"}`.',
+                "content": json_content(ref("Health")),
+            },
+            503: {
+                "description": 'The database does not answer: `{"status": "unavailable"}`.',
+                "content": json_content(ref("Health")),
+            },
+        },
+    ),
+    ("list_todos", "GET"): Operation(
+        query=TodoListQuery,
+        description="Filters combine with AND. Without `limit` every matching todo is returned. "
+        "Any other query parameter, or one given twice, is a 400 that names it.",
+        responses={
+            200: {
+                "description": "The matching todos, ordered by id.",
+                "headers": {"Link": ref("Link", "headers")},
+                "content": json_content({"type": "array", "items": ref("TodoOut")}),
+            },
+            400: ref("BadRequest", "responses"),
+            503: ref("Unavailable", "responses"),
+        },
+    ),
+    ("create_todo", "POST"): Operation(
+        body=TodoCreate,
+        headers=("IdempotencyKey",),
+        description="Only `title`, `description`, `completed` and `deadline_at` may be sent; any "
+        "other field is a 400 that names it.",
+        responses={
+            201: _todo(
+                "The todo, as stored; a replayed Idempotency-Key answers the first response again.",
+                Location=ref("Location", "headers"),
+                **{"Idempotent-Replayed": ref("Idempotent-Replayed", "headers")},
+            ),
+            400: ref("BadRequest", "responses"),
+            413: ref("PayloadTooLarge", "responses"),
+            415: ref("UnsupportedMediaType", "responses"),
+            422: _problem("The Idempotency-Key was already used with a different body."),
+            503: ref("Unavailable", "responses"),
+        },
+        links={201: _todo_links()},
+    ),
+    ("get_todo", "GET"): Operation(
+        headers=("IfNoneMatch",),
+        responses={
+            200: _todo("The todo."),
+            304: {
+                "description": "The todo still has the ETag sent in If-None-Match.",
+                "headers": {"ETag": ref("ETag", "headers")},
+            },
+            404: ref("NotFound", "responses"),
+            503: ref("Unavailable", "responses"),
+        },
+    ),
+    ("update_todo", "PUT"): Operation(
+        body=TodoUpdate,
+        headers=("IfMatch",),
+        description="A partial update, as PATCH: only the fields sent change; nothing is "
+        "required. `null` clears `description` and `deadline_at`.",
+        responses={
+            200: _todo("The updated todo."),
+            400: ref("BadRequest", "responses"),
+            404: ref("NotFound", "responses"),
+            412: ref("PreconditionFailed", "responses"),
+            413: ref("PayloadTooLarge", "responses"),
+            415: ref("UnsupportedMediaType", "responses"),
+            503: ref("Unavailable", "responses"),
+        },
+    ),
+    ("delete_todo", "DELETE"): Operation(
+        headers=("IfMatch",),
+        description="Deleting is idempotent: when there is no such todo, whatever the id, the "
+        "answer is 200 with `{}`.",
+        responses={
+            200: {
+                "description": "The deleted todo, or `{}` when there was none.",
+                "headers": {"ETag": {**HEADERS["ETag"], "required": False}},
+                "content": json_content({"oneOf": [ref("TodoOut"), _EMPTY]}),
+            },
+            412: ref("PreconditionFailed", "responses"),
+            503: ref("Unavailable", "responses"),
+        },
+    ),
+}
+OPERATIONS[("update_todo", "PATCH")] = OPERATIONS[("update_todo", "PUT")]
+
+
+def openapi_path(rule: Rule) -> str:
+    """Turn a Werkzeug rule under the API prefix into an OpenAPI path template."""
+    return _RULE_ARGUMENT.sub(r"{\1}", rule.rule.removeprefix(API_PREFIX))
+
+
+def api_rules(app: Flask) -> list[Rule]:
+    """Return the routes of the API blueprint, in the order they were declared."""
+    prefix = f"{API_BLUEPRINT}."
+    return [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith(prefix)]
+
+
+def documented_methods(rule: Rule) -> list[str]:
+    """Return the methods of a route that are operations of the API, in the usual order."""
+    methods = set(rule.methods or ()) - IMPLICIT_METHODS
+    return sorted(
+        methods, key=lambda method: (_METHOD_ORDER.get(method, len(_METHOD_ORDER)), method)
+    )
+
+
+def operation_id(rule: Rule, method: str) -> str:
+    """Name an operation after its view, and its method when the view has several."""
+    name = rule.endpoint.removeprefix(f"{API_BLUEPRINT}.")
+    return name if len(documented_methods(rule)) == 1 else f"{name}_{method.lower()}"
+
+
+def _summary(view: Any) -> str:
+    return (view.__doc__ or "").strip().splitlines()[0]
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    parameters = []
+    for name, schema in model.model_json_schema(ref_template=SCHEMA_REF)["properties"].items():
+        schema = dict(schema)
+        description = schema.pop("description", None)
+        schema.pop("default", None)
+        schema.pop("title", None)
+        # An absent parameter is how "no filter" is said; a query string has no null.
+        if "anyOf" in schema:
+            branches = [branch for branch in schema.pop("anyOf") if branch != {"type": "null"}]
+            schema = branches[0] | schema if len(branches) == 1 else {"anyOf": branches} | schema
+        parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
+    name = rule.endpoint.removeprefix(f"{API_BLUEPRINT}.")
+    try:
+        spec = OPERATIONS[(name, method)]
+    except KeyError:
+        raise LookupError(f"{method} {rule.rule} ({rule.endpoint}) is not in OPERATIONS") from None
+    operation: dict[str, Any] = {
+        "operationId": operation_id(rule, method),
+        "summary": _summary(app.view_functions[rule.endpoint]),
+        "tags": [spec.tag],
+    }
+    if spec.description:
+        operation["description"] = spec.description
+    parameters = [ref("TodoId", "parameters") for _ in rule.arguments]
+    parameters += [ref(header, "parameters") for header in spec.headers]
+    if spec.query is not None:
+        parameters += _query_parameters(spec.query)
+    if parameters:
+        operation["parameters"] = parameters
+    if spec.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": json_content(ref(spec.body.__name__)),
+        }
+    operation["responses"] = {
+        str(status): response | ({"links": spec.links[status]} if status in spec.links else {})
+        for status, response in sorted(spec.responses.items())
+    }
+    return operation
+
+
+def _check_path_arguments(rule: Rule) -> None:
+    unknown = set(rule.arguments) - {PARAMETERS["TodoId"]["name"]}
+    if unknown:
+        raise LookupError(f"{rule.rule} has path arguments without a schema: {sorted(unknown)}")
+
+
+def _allows_null(schema: dict[str, Any]) -> bool:
+    types = schema.get("type")
+    return (
+        types == "null"
+        or (isinstance(types, list) and "null" in types)
+        or any(_allows_null(branch) for branch in schema.get("anyOf", schema.get("oneOf", [])))
+    )
+
+
+def _without_unsendable_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    # A partial update's fields default to None only to mean "not sent"; a null default on a
+    # field that rejects null would tell clients (and validators) to send what is an error.
+    properties = {
+        name: {key: value for key, value in prop.items() if key != "default"}
+        if prop.get("default", ...) is None and not _allows_null(prop)
+        else prop
+        for name, prop in schema.get("properties", {}).items()
+    }
+    return schema | {"properties": properties} if properties else schema
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """Build the OpenAPI document of the app's API routes."""
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in api_rules(app):
+        _check_path_arguments(rule)
+        item = paths.setdefault(openapi_path(rule), {})
+        for method in documented_methods(rule):
+            item[method.lower()] = _operation(app, rule, method)
+    _, definitions = models_json_schema(MODELS, ref_template=SCHEMA_REF)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Todo API",
+            "version": version("todo"),
+            "summary": "Create, list, update and delete todos.",
+            "description": "Timestamps are UTC, written `YYYY-MM-DDTHH:MM:SS`. Every error is "
+            "RFC 9457 problem details (`application/problem+json`), the health check's 503 "
+            "aside: an unknown path answers 404, a method the path does not allow 405 with an "
+            "`Allow` header. Responses that carry one todo have a strong ETag for conditional "
+            "requests (If-None-Match, If-Match).",
+        },
+        "servers": [{"url": API_PREFIX}],
+        "tags": [
+            {"name": "todos", "description": "The todo resource."},
+            {"name": "health", "description": "Whether the service can do its job."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": {
+                name: _without_unsendable_defaults(schema)
+                for name, schema in definitions["$defs"].items()
+            },
+            "parameters": PARAMETERS,
+            "headers": HEADERS,
+            "responses": RESPONSES,
+        },
+    }
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """Return the app's OpenAPI document, built once per app."""
+    if _EXTENSION_KEY not in app.extensions:
+        app.extensions[_EXTENSION_KEY] = build_document(app)
+    return app.extensions[_EXTENSION_KEY]
