@@ -1,7 +1,7 @@
 """Hostile request bodies: every one is a clear 4xx problem and changes nothing."""
 
-import io
 import gzip
+import io
 import json
 from typing import Any
 
@@ -355,7 +355,10 @@ class TestContentType(BadInputTestCase):
             with self.subTest(method=method):
                 before = self.state()
                 response = self.client.open(
-                    path, method=method, data=body, content_type="application/json",
+                    path,
+                    method=method,
+                    data=body,
+                    content_type="application/json",
                     headers={"Content-Encoding": "gzip"},
                 )
                 problem = self.assertProblem(response, 415)

@@ -4,7 +4,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from werkzeug.exceptions import NotFound, PreconditionFailed, ServiceUnavailable
+from werkzeug.exceptions import NotFound, PreconditionFailed
 
 from todo.models import db, naive_utc, utcnow
 from todo.models.todo import (
@@ -12,6 +12,7 @@ from todo.models.todo import (
     INSERT_TODO,
     MAX_ID,
     SELECT_TODO,
+    SELECT_TODO_FOR_UPDATE,
     StoredTodo,
     can_exist,
     select_todos,
@@ -22,8 +23,6 @@ from todo.schemas import TodoListQuery
 
 # Rows per query while streaming a long list: bounds memory, whatever the list's length.
 STREAM_BATCH = 1000
-# Attempts at deleting a todo that other clients keep changing underneath.
-DELETE_ATTEMPTS = 5
 
 
 def _connection() -> Connection:
@@ -31,11 +30,21 @@ def _connection() -> Connection:
     return db.session.connection()
 
 
-def find(todo_id: int) -> StoredTodo | None:
-    """Return the todo with this id, or None."""
+def find(todo_id: int, lock: bool = False) -> StoredTodo | None:
+    """Return the todo with this id, or None; `lock` keeps it unchanged until the commit."""
     if not can_exist(todo_id):
         return None
-    return _connection().execute(SELECT_TODO, {"todo_id": todo_id}).first()
+    connection = _connection()
+    if not lock:
+        return connection.execute(SELECT_TODO, {"todo_id": todo_id}).first()
+    if (
+        connection.dialect.name == "sqlite"
+        and not connection.connection.dbapi_connection.in_transaction
+    ):
+        # SQLite has no row locks and ignores FOR UPDATE: its one write lock, taken before
+        # the read, does the same job (readers carry on meanwhile, in WAL mode).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    return connection.execute(SELECT_TODO_FOR_UPDATE, {"todo_id": todo_id}).first()
 
 
 def get(todo_id: int) -> StoredTodo:
@@ -95,18 +104,18 @@ def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> 
 
 def delete(todo_id: int, versions: set[int] | None) -> StoredTodo | None:
     """Delete a todo and return it as it was; None when there was none."""
-    for _ in range(DELETE_ATTEMPTS):
-        todo = find(todo_id)
-        if todo is None:
-            return None
+    # Locked from the read to the delete, the todo cannot change in between however many
+    # clients update it, so the answer is exactly what was deleted.
+    todo = find(todo_id, lock=True)
+    if todo is not None and (versions is None or todo.version in versions):
+        _connection().execute(DELETE_TODO, {"todo_id": todo_id, "version": todo.version})
+        db.session.commit()
+        return todo
+    # Let go of the lock now rather than when the request ends.
+    db.session.rollback()
+    if todo is not None:
         _reject_stale(todo, versions)
-        # The delete names the version read, so a change in between is noticed, not lost.
-        deleted = _connection().execute(DELETE_TODO, {"todo_id": todo_id, "version": todo.version})
-        if deleted.rowcount == 1:
-            db.session.commit()
-            return todo
-        db.session.rollback()
-    raise ServiceUnavailable("The todo kept changing while it was being deleted; try again.")
+    return None
 
 
 def _list_parameters(query: TodoListQuery) -> dict[str, Any]:

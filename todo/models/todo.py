@@ -108,6 +108,9 @@ STORED_COLUMNS = (
 )
 # Built once: each request only binds its values, and the compiled form is cached.
 SELECT_TODO = select(*STORED_COLUMNS).where(Todo.id == bindparam("todo_id"))
+# The same, locking the row until the transaction ends (SQLite, which has no row locks,
+# ignores FOR UPDATE).
+SELECT_TODO_FOR_UPDATE = SELECT_TODO.with_for_update()
 DELETE_TODO = delete(Todo).where(
     Todo.id == bindparam("todo_id"), Todo.version == bindparam("version")
 )
@@ -115,9 +118,7 @@ INSERT_TODO = insert(Todo)
 
 
 @cache
-def select_todos(
-    *, completed: bool, window: bool, after: bool, limit: bool
-) -> Select:
+def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> Select:
     """Select the todos matching the filters that are given, ordered by id.
 
     Takes the parameters `completed`, `horizon` (latest deadline), `after` and `limit`.
