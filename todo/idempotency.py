@@ -55,7 +55,7 @@ def create_once(key: str, payload: TodoCreate) -> Created:
     # The second attempt runs only after a concurrent request with the same key won the race.
     for _ in range(2):
         remembered = db.session.execute(select_key(key)).scalar_one_or_none()
-        if remembered is not None and remembered.created_at <= utcnow() - ttl:
+        if remembered is not None and remembered.created_at < utcnow() - ttl:
             db.session.delete(remembered)
             db.session.commit()
             remembered = None

@@ -43,6 +43,16 @@ def requested_versions(todo_id: int) -> set[int] | None:
     return versions
 
 
+def not_modified(etag: str) -> Response | None:
+    """Answer 304 when If-None-Match shows the client already holds this version."""
+    # RFC 9110 compares If-None-Match weakly, and `*` matches any current version.
+    if request.if_none_match and request.if_none_match.contains_weak(etag):
+        response = Response(status=304)
+        response.set_etag(etag)
+        return response
+    return None
+
+
 def json_response(body: bytes, status: int = 200, etag: str | None = None) -> Response:
     """Answer with JSON bytes, tagged when an ETag is given."""
     response = Response(body, status, mimetype="application/json")

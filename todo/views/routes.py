@@ -8,7 +8,7 @@ from werkzeug.routing import BaseConverter
 from todo import idempotency, store
 from todo.database import database_answers
 from todo.schemas import TodoCreate, TodoUpdate, parse_body, parse_query, todo_json, todos_json
-from todo.views.http import etag_for, json_body, json_response, requested_versions
+from todo.views.http import etag_for, json_body, json_response, not_modified, requested_versions
 
 api = Blueprint("api", __name__)
 
@@ -70,7 +70,8 @@ def _json_array(batches: Iterable[Sequence]) -> Iterator[bytes]:
 @api.get("/todos/<todo_id:todo_id>")
 def get_todo(todo_id: int):
     """Get one todo; If-None-Match with its current ETag answers 304."""
-    return _todo_response(store.get(todo_id)).make_conditional(request)
+    todo = store.get(todo_id)
+    return not_modified(etag_for(todo.id, todo.version)) or _todo_response(todo)
 
 
 @api.post("/todos")
