@@ -32,6 +32,8 @@ REQUEST_TIMEOUT = 30.0
 # Errors a client sees when the server goes away under it.
 CONNECTION_ERRORS = (OSError, http.client.HTTPException)
 _PR_SET_PDEATHSIG = 1
+# Looked up now, so that the child only calls it between fork and exec.
+_prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
 def free_port() -> int:
@@ -42,9 +44,11 @@ def free_port() -> int:
 
 
 def _stop_when_the_tests_die() -> None:
-    # Linux only: a test run that is itself killed must not leave a server running.
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # Linux only: a test run that is itself killed must not leave a server running. The signal
+    # comes when the thread that started the server ends, so tests start servers from their
+    # own thread, not from a client thread.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass

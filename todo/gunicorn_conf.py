@@ -1,0 +1,70 @@
+"""Production settings for gunicorn: `gunicorn -c python:todo.gunicorn_conf "todo:create_app()"`.
+
+Every setting can be changed through the environment; gunicorn's own command-line options and
+`GUNICORN_CMD_ARGS` still win over this file.
+"""
+
+import os
+
+from todo.config import DEFAULTS
+
+
+def _cpu_count() -> int:
+    # The CPUs this process may run on, which a container or `taskset` can make fewer than
+    # the machine has.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+# Loopback by default: the service is meant to sit behind a reverse proxy on the same host
+# (see "Slow clients" in the README). HOST=0.0.0.0 or GUNICORN_BIND exposes it directly.
+bind = os.environ.get("GUNICORN_BIND") or (
+    f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+)
+
+# gunicorn's rule of thumb, 2 x CPUs + 1: requests mostly wait on the database, so more
+# processes than CPUs keep the CPUs busy. Each worker holds up to `threads` database
+# connections at once: keep workers x threads under a database server's connection limit.
+workers = _int("WEB_CONCURRENCY", _int("GUNICORN_WORKERS", 2 * _cpu_count() + 1))
+# Threads let a worker serve several requests while others wait on the database, and keep
+# a worker's heartbeat going while a slow client holds one of them; one thread per pooled
+# connection means no request waits for a connection.
+worker_class = "gthread"
+threads = _int("GUNICORN_THREADS", _int("TODO_DATABASE_POOL_SIZE", DEFAULTS["DATABASE_POOL_SIZE"]))
+
+# A worker whose main loop is silent this long (hung, not merely busy) is killed and replaced.
+timeout = _int("GUNICORN_TIMEOUT", 30)
+# On SIGTERM gunicorn stops accepting and lets the requests in flight finish for up to this
+# long before it kills the workers. Whatever stops the service must wait longer before its own
+# SIGKILL: Kubernetes waits 30 s and systemd 90 s, but `docker stop` only 10 s unless given
+# --time (or stop_grace_period in Compose).
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+# Idle kept-alive connections wait in the worker's poll loop, not in a thread; a proxy in
+# front should close its idle upstream connections sooner than this.
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+
+# Building the app in each worker, not once before forking, keeps every worker's database
+# connections its own; the schema bootstrap is safe to run from all of them at once.
+preload_app = False
+
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+errorlog = os.environ.get("GUNICORN_ERRORLOG", "-")
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# The common log format, plus the request's duration in milliseconds and the worker's pid.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms %(p)s'
+
+# gunicorn's control socket (for `gunicornc`) is off unless given a path of its own: its
+# default path is one per user, which two services on one host would fight over.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
+
+# The workers' heartbeat files are touched every second; memory keeps that off a slow disk.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
