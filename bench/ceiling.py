@@ -16,8 +16,9 @@ from urllib.parse import parse_qs
 
 COLUMNS = "id, title, description, completed, deadline_at, created_at, updated_at"
 WRITABLE = ("title", "description", "completed", "deadline_at")
-# SQLAlchemy's text form of a naive UTC datetime in SQLite, which orders as text.
-DB_TIME = "%Y-%m-%d %H:%M:%S.%f"
+# The service's text form of a naive UTC datetime in SQLite: the API's own format, which
+# orders as text and is sent as it is stored.
+DB_TIME = "%Y-%m-%dT%H:%M:%S"
 TODO_PATH = re.compile(r"/api/v1/todos/(\d{1,18})")
 
 _local = threading.local()
@@ -46,19 +47,15 @@ def db_now(days=0):
     return (datetime.now(UTC).replace(tzinfo=None) + timedelta(days=days)).strftime(DB_TIME)
 
 
-def api_time(value):
-    return None if value is None else f"{value[:10]}T{value[11:19]}"
-
-
 def to_dict(row):
     return {
         "id": row[0],
         "title": row[1],
         "description": row[2],
         "completed": bool(row[3]),
-        "deadline_at": api_time(row[4]),
-        "created_at": api_time(row[5]),
-        "updated_at": api_time(row[6]),
+        "deadline_at": row[4],
+        "created_at": row[5],
+        "updated_at": row[6],
     }
 
 

@@ -46,7 +46,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS todos (
     updated_at DATETIME NOT NULL,
     version INTEGER NOT NULL
 )"""
-DB_TIME = "%Y-%m-%d %H:%M:%S.%f"
+DB_TIME = "%Y-%m-%dT%H:%M:%S"  # as the service stores datetimes in SQLite
 
 
 class Workload(NamedTuple):

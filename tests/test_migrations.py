@@ -78,6 +78,9 @@ class MigrationTestCase(unittest.TestCase):
             ],
         )
         self.assertEqual(todos[0]["created_at"], "2023-02-20T00:00:00")
+        # Filters compare the migrated values correctly (SQLite's are rewritten as text).
+        overdue = app.test_client().get("/api/v1/todos?window=0").get_json()
+        self.assertEqual([todo["id"] for todo in overdue], [1])
 
     def test_migrations_build_exactly_the_models_schema(self):
         self.migrate("head")

@@ -331,5 +331,23 @@ def todo_json(todo: Sequence[Any]) -> bytes:
 
 
 def todos_json(todos: Iterable[Sequence[Any]]) -> bytes:
-    """Write stored todos as a JSON array of TodoOut."""
-    return orjson.dumps(list(map(shape_todo, todos)), option=_OUTPUT_OPTIONS)
+    """Write todos, as the database driver returns their columns, as a JSON array of TodoOut.
+
+    `completed` may come as 0/1 and a timestamp as stored text (SQLite keeps the API's own
+    format) or a naive UTC datetime; both write the same JSON.
+    """
+    return orjson.dumps(
+        [
+            {
+                "id": id_,
+                "title": title,
+                "description": description,
+                "completed": completed == 1,
+                "deadline_at": deadline_at,
+                "created_at": created_at,
+                "updated_at": updated_at,
+            }
+            for id_, title, description, completed, deadline_at, created_at, updated_at, _ in todos
+        ],
+        option=_OUTPUT_OPTIONS,
+    )

@@ -1,6 +1,6 @@
 """Reading and writing todos for the views: each write is one transaction, committed here."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -127,24 +127,32 @@ def _list_parameters(query: TodoListQuery) -> dict[str, Any]:
     }
 
 
-def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequence[StoredTodo]:
+def _execute_list(connection: Connection, parameters: dict[str, Any]) -> list[tuple]:
     statement = select_todos(
         completed=parameters["completed"] is not None,
         window=parameters["horizon"] is not None,
         after=parameters["after"] is not None,
         limit=parameters["limit"] is not None,
     )
-    return connection.execute(statement, parameters).all()
+    result = connection.execute(statement, parameters)
+    # The driver's own tuples: for a long list, building SQLAlchemy's Row objects and
+    # converting their values would cost more than the query and the JSON together.
+    # schemas.todos_json reads them as stored (see StoredTodo's columns).
+    rows = result.cursor.fetchall()
+    result.close()
+    return rows
 
 
-def page(query: TodoListQuery) -> tuple[Sequence[StoredTodo], bool]:
-    """Return one page of todos and whether more follow."""
+def page(query: TodoListQuery) -> tuple[list[tuple], int | None]:
+    """Return one page of todos, and the id to continue after when more follow."""
     parameters = _list_parameters(query) | {"limit": query.limit + 1}
     rows = _execute_list(_connection(), parameters)
-    return rows[: query.limit], len(rows) > query.limit
+    if len(rows) > query.limit:
+        return rows[: query.limit], rows[query.limit - 1][0]
+    return rows, None
 
 
-def stream(query: TodoListQuery) -> Iterator[Sequence[StoredTodo]]:
+def stream(query: TodoListQuery) -> Iterator[list[tuple]]:
     """Yield every matching todo in batches, read by id in pages of STREAM_BATCH.
 
     Paging by id keeps memory flat on every engine without server-side cursors. The first
@@ -156,12 +164,12 @@ def stream(query: TodoListQuery) -> Iterator[Sequence[StoredTodo]]:
 
 
 def _following_batches(
-    engine: Engine, batch: Sequence[StoredTodo], parameters: dict[str, Any]
-) -> Iterator[Sequence[StoredTodo]]:
+    engine: Engine, batch: list[tuple], parameters: dict[str, Any]
+) -> Iterator[list[tuple]]:
     yield batch
     # Later batches are read after the view has returned and its session is gone, on a
     # connection of their own, each one only as the server is ready to send it.
     while len(batch) == STREAM_BATCH:
         with engine.connect() as connection:
-            batch = _execute_list(connection, parameters | {"after": batch[-1].id})
+            batch = _execute_list(connection, parameters | {"after": batch[-1][0]})
         yield batch

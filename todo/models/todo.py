@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from todo.models import UTCDateTime, db, utcnow
+from todo.models import SQLITE_DATETIME, UTCDateTime, db, utcnow
 
 # The largest id any supported engine can store (a signed 64-bit integer); larger ids cannot
 # exist, so lookups answer "not found" without asking the database.
@@ -93,7 +93,9 @@ class StoredTodo(NamedTuple):
 def _naive(column):
     # Read timestamps as the naive UTC values they are stored as: no per-value conversion
     # to aware datetimes, which a response would only have to undo.
-    return type_coerce(column, DateTime()).label(column.key)
+    return type_coerce(column, DateTime().with_variant(SQLITE_DATETIME, "sqlite")).label(
+        column.key
+    )
 
 
 STORED_COLUMNS = (

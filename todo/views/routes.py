@@ -48,10 +48,10 @@ def list_todos():
     query = parse_query(dict(request.args.lists()))
     if query.limit is None:
         return Response(_json_array(store.stream(query)), mimetype="application/json")
-    todos, more = store.page(query)
+    todos, after = store.page(query)
     response = json_response(todos_json(todos))
-    if more:
-        following = url_for(".list_todos", **(request.args.to_dict() | {"after": todos[-1].id}))
+    if after is not None:
+        following = url_for(".list_todos", **(request.args.to_dict() | {"after": after}))
         response.headers["Link"] = f'<{following}>; rel="next"'
     return response
 
