@@ -93,9 +93,7 @@ class StoredTodo(NamedTuple):
 def _naive(column):
     # Read timestamps as the naive UTC values they are stored as: no per-value conversion
     # to aware datetimes, which a response would only have to undo.
-    return type_coerce(column, DateTime().with_variant(SQLITE_DATETIME, "sqlite")).label(
-        column.key
-    )
+    return type_coerce(column, DateTime().with_variant(SQLITE_DATETIME, "sqlite")).label(column.key)
 
 
 STORED_COLUMNS = (
