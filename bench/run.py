@@ -122,9 +122,13 @@ def tail(log):
 def server(app, db, workers, log):
     """Run gunicorn on core 0 for `app` on the SQLite file `db`; yield its process and URL."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "BENCH_DB": str(db)}
+    # Both apps run under the service's production settings, without the access log.
+    env = {
+        **os.environ, "DATABASE_URL": f"sqlite:///{db}", "BENCH_DB": str(db),
+        "GUNICORN_ACCESSLOG": "",
+    }  # fmt: skip
     command = [
-        "taskset", "-c", "0", str(GUNICORN),
+        "taskset", "-c", "0", str(GUNICORN), "-c", "python:todo.gunicorn_conf",
         "-w", str(workers), "--threads", str(THREADS), "-k", "gthread",
         "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT), "--graceful-timeout", "5",
         app,

@@ -1,0 +1,52 @@
+"""How the app connects: SQLite set up for several workers, the servers' engine options."""
+
+import tempfile
+import unittest
+
+from sqlalchemy import text
+
+from todo import create_app
+from todo.config import DEFAULTS
+from todo.database import engine_options
+from todo.models import db
+
+
+class TestSQLiteConnections(unittest.TestCase):
+    def test_file_database_uses_wal_a_busy_timeout_and_foreign_keys(self):
+        with tempfile.TemporaryDirectory() as folder:
+            app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/db.sqlite"})
+            with app.app_context():
+                pragmas = {
+                    name: db.session.execute(text(f"PRAGMA {name}")).scalar_one()
+                    for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+                }
+                db.engine.dispose()
+        # synchronous=1 is NORMAL: with WAL, every commit survives a crash of the process.
+        self.assertEqual(
+            pragmas,
+            {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 30000, "foreign_keys": 1},
+        )
+
+
+class TestEngineOptions(unittest.TestCase):
+    def options(self, url: str, **settings) -> dict:
+        return engine_options(DEFAULTS | {"SQLALCHEMY_DATABASE_URI": url} | settings)
+
+    def test_servers_get_a_pre_pinged_pool_sized_for_the_threads_and_prompt_timeouts(self):
+        for url in ("postgresql+psycopg://u@h/d", "mysql+pymysql://u@h/d"):
+            with self.subTest(url=url):
+                options = self.options(url, DATABASE_POOL_SIZE=6)
+                self.assertTrue(options["pool_pre_ping"])
+                self.assertEqual((options["pool_size"], options["max_overflow"]), (6, 6))
+                self.assertEqual(options["connect_args"]["connect_timeout"], 2)
+
+    def test_mysql_talks_utf8mb4_and_never_waits_forever(self):
+        options = self.options("mysql+pymysql://u@h/d")
+        self.assertEqual(options["connect_args"]["charset"], "utf8mb4")
+        self.assertEqual(options["connect_args"]["read_timeout"], 30)
+
+    def test_own_engine_options_win(self):
+        options = self.options(
+            "postgresql+psycopg://u@h/d", SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1}
+        )
+        self.assertEqual(options["pool_size"], 1)
