@@ -14,9 +14,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
 
-from tests.base import IN_CI, across_databases, reset_database, server_url
+from tests.base import across_databases, reset_database, reset_server_database, server_url
 from tests.server import CONFIG, CONNECTION_ERRORS, HOST, Client, Response, Server
 from todo.schema import head_revision
 
@@ -81,14 +80,8 @@ class ServerTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        if cls.database == "SQLite":
-            return
-        try:
-            reset_database(server_url(cls.database))
-        except OperationalError as error:
-            if IN_CI:
-                raise
-            raise unittest.SkipTest(f"{cls.database} is not reachable: {error}") from None
+        if cls.database != "SQLite":
+            reset_server_database(cls.database)
 
     def setUp(self) -> None:
         directory = tempfile.TemporaryDirectory()
