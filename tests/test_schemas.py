@@ -19,6 +19,7 @@ from todo.schemas import (
     parse_query,
     todo_json,
     todos_json,
+    todos_json_stream,
 )
 
 OUT_OF_RANGE = "must be between 1000-01-01T00:00:00 and 9999-12-31T23:59:59 UTC"
@@ -392,6 +393,12 @@ class TestTodoOutput(unittest.TestCase):
             [self.EXPECTED, self.EXPECTED | {"id": 2, "deadline_at": None, "completed": True}],
         )
         self.assertEqual(todos_json([]), b"[]")
+
+    def test_streamed_batches_join_into_one_array(self):
+        rows = [self.TODO._replace(id=number) for number in range(1, 6)]
+        streamed = b"".join(todos_json_stream([rows[:2], [], rows[2:]]))
+        self.assertEqual(orjson.loads(streamed), orjson.loads(todos_json(rows)))
+        self.assertEqual(b"".join(todos_json_stream([])), b"[]")
 
     def test_missing_deadline_is_null(self):
         todo = self.TODO._replace(deadline_at=None)

@@ -1,7 +1,7 @@
 """Request validation and response shaping: the only place that knows the wire format."""
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -351,3 +351,15 @@ def todos_json(todos: Iterable[Sequence[Any]]) -> bytes:
         ],
         option=_OUTPUT_OPTIONS,
     )
+
+
+def todos_json_stream(batches: Iterable[Sequence[Sequence[Any]]]) -> Iterator[bytes]:
+    """Write batches of todos as one JSON array, a batch at a time, for a streamed response."""
+    yield b"["
+    separator = b""
+    for batch in batches:
+        if batch:
+            # Each batch's own array, without its brackets.
+            yield separator + todos_json(batch)[1:-1]
+            separator = b","
+    yield b"]"

@@ -1,13 +1,19 @@
 """The /api/v1 blueprint: thin views that validate, call the store and shape the answer."""
 
-from collections.abc import Iterable, Iterator, Sequence
-
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
 from todo import idempotency, store
 from todo.database import database_answers
-from todo.schemas import TodoCreate, TodoUpdate, parse_body, parse_query, todo_json, todos_json
+from todo.schemas import (
+    TodoCreate,
+    TodoUpdate,
+    parse_body,
+    parse_query,
+    todo_json,
+    todos_json,
+    todos_json_stream,
+)
 from todo.views.http import etag_for, json_body, json_response, not_modified, requested_versions
 
 api = Blueprint("api", __name__)
@@ -47,24 +53,13 @@ def list_todos():
     """List todos ordered by id, filtered by state and deadline, paged by id."""
     query = parse_query(dict(request.args.lists()))
     if query.limit is None:
-        return Response(_json_array(store.stream(query)), mimetype="application/json")
+        return Response(todos_json_stream(store.stream(query)), mimetype="application/json")
     todos, after = store.page(query)
     response = json_response(todos_json(todos))
     if after is not None:
         following = url_for(".list_todos", **(request.args.to_dict() | {"after": after}))
         response.headers["Link"] = f'<{following}>; rel="next"'
     return response
-
-
-def _json_array(batches: Iterable[Sequence]) -> Iterator[bytes]:
-    # One JSON array, written batch by batch: each batch's array without its brackets.
-    yield b"["
-    separator = b""
-    for batch in batches:
-        if batch:
-            yield separator + todos_json(batch)[1:-1]
-            separator = b","
-    yield b"]"
 
 
 @api.get("/todos/<todo_id:todo_id>")
