@@ -94,6 +94,18 @@ class TestIfMatch(AppTestCase):
             with self.subTest(tag=tag):
                 self.assertProblem(self.send("PATCH", tag, {"title": "mine"}), 412)
 
+    def test_tags_with_numbers_no_todo_can_have_are_412_not_errors(self):
+        for tag in (
+            '"1-99999999999999999999"',
+            '"1-2147483648"',
+            '"99999999999999999999-1"',
+            '"1-' + "9" * 5000 + '"',
+        ):
+            for method, body in (("PUT", {"title": "mine"}), ("DELETE", None)):
+                with self.subTest(tag=tag[:30], method=method):
+                    self.assertProblem(self.send(method, tag, body), 412)
+        self.assertEqual(self.client.get(TODO).get_json(), self.current.get_json())
+
     def test_current_tag_lets_the_update_through(self):
         response = self.send("PATCH", self.current.headers["ETag"], {"title": "mine"})
         self.assertEqual((response.status_code, response.get_json()["title"]), (200, "mine"))

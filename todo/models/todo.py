@@ -28,6 +28,8 @@ from todo.models import SQLITE_DATETIME, UTCDateTime, db, utcnow
 # The largest id any supported engine can store (a signed 64-bit integer); larger ids cannot
 # exist, so lookups answer "not found" without asking the database.
 MAX_ID = 2**63 - 1
+# Versions are a plain INTEGER column: 32 bits on the database servers.
+MAX_VERSION = 2**31 - 1
 TITLE_MAX_LENGTH = 80
 DESCRIPTION_MAX_LENGTH = 120
 

@@ -5,7 +5,10 @@ import re
 from flask import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-_ETAG = re.compile(r"(\d+)-(\d+)")
+from todo.models.todo import MAX_VERSION
+
+# Our tags are "<id>-<version>"; longer numbers than any stored one cannot match.
+_ETAG = re.compile(r"(\d{1,19})-(\d{1,10})")
 
 
 def json_body() -> bytes:
@@ -38,7 +41,7 @@ def requested_versions(todo_id: int) -> set[int] | None:
     # Weak tags never match If-Match: RFC 9110 asks for the strong comparison.
     for tag in request.if_match.as_set():
         match = _ETAG.fullmatch(tag)
-        if match and int(match[1]) == todo_id:
+        if match and int(match[1]) == todo_id and int(match[2]) <= MAX_VERSION:
             versions.add(int(match[2]))
     return versions
 
