@@ -4,9 +4,10 @@ import socket
 import time
 import unittest
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tests.base import IN_CI, SERVER_DATABASES, reset_database, server_url
+from tests.private_postgres import PrivatePostgres
 from tests.proxy import TcpRelay, closed_port
 from todo import create_app
 from todo.models import db
@@ -15,16 +16,10 @@ from todo.models import db
 PROMPT_ANSWER_SECONDS = 5
 
 
-class OutageTests:
-    """Mixed into one test case per database server, below."""
+class OutageChecks:
+    """Starting an app on a given port of the server at `self.url`, and checking its 503s."""
 
-    database: str
-
-    def setUp(self) -> None:
-        url = server_url(self.database)
-        if url is None:
-            raise unittest.SkipTest(f"{SERVER_DATABASES[self.database]} is not set")
-        self.url = make_url(url)
+    url: URL
 
     def start_app(self, port: int, **config):
         app = create_app(
@@ -60,6 +55,18 @@ class OutageTests:
             self.assertIn("Retry-After", response.headers)
             self.assertNotIn("Traceback", response.get_data(as_text=True))
 
+
+class OutageTests(OutageChecks):
+    """Mixed into one test case per database server, below."""
+
+    database: str
+
+    def setUp(self) -> None:
+        url = server_url(self.database)
+        if url is None:
+            raise unittest.SkipTest(f"{SERVER_DATABASES[self.database]} is not set")
+        self.url = make_url(url)
+
     def test_closed_port_answers_503_promptly(self):
         self.assert_unavailable(self.start_app(closed_port(), SCHEMA_AUTO_UPGRADE=False))
 
@@ -94,6 +101,34 @@ class TestOutageOnMySQL(OutageTests, unittest.TestCase):
     # PyMySQL's connect timeout does not cover a silent server's greeting, so that case
     # takes DATABASE_READ_TIMEOUT there and is not tested here.
     database = "MySQL"
+
+
+class TestStoppedPostgresServer(OutageChecks, unittest.TestCase):
+    """A real server stopped and started again: its own cluster, so others are not disturbed."""
+
+    def setUp(self) -> None:
+        try:
+            server = PrivatePostgres()
+        except FileNotFoundError as error:
+            if IN_CI:
+                raise
+            raise unittest.SkipTest(str(error)) from None
+        self.addCleanup(server.remove)
+        server.start()
+        self.server = server
+        self.url = make_url(server.url)
+
+    def test_service_recovers_after_the_server_is_stopped_and_started(self):
+        client = self.start_app(self.server.port)
+        created = client.post("/api/v1/todos", json={"title": "survives"}).get_json()
+
+        self.server.stop()
+        self.assert_unavailable(client)
+
+        self.server.start()
+        self.assertEqual(client.get("/api/v1/health").get_json(), {"status": "ok"})
+        self.assertEqual(client.get("/api/v1/todos").get_json(), [created])
+        self.assertEqual(client.post("/api/v1/todos", json={"title": "again"}).status_code, 201)
 
 
 def _require_servers_in_ci() -> None:
