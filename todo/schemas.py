@@ -314,20 +314,13 @@ def parse_query(arguments: Mapping[str, Iterable[str]]) -> TodoListQuery:
         raise _invalid_input(error, "query", "parameters") from None
 
 
-# The fields of TodoOut, in order: the columns a stored todo is read with start with them.
-OUTPUT_FIELDS = tuple(TodoOut.model_fields)
 # Stored datetimes are naive UTC: orjson then writes exactly YYYY-MM-DDTHH:MM:SS.
 _OUTPUT_OPTIONS = orjson.OPT_OMIT_MICROSECONDS
 
 
-def shape_todo(todo: Sequence[Any]) -> dict[str, Any]:
-    """Shape a stored todo (its fields in TodoOut's order) as the API shows it."""
-    return dict(zip(OUTPUT_FIELDS, todo, strict=False))
-
-
 def todo_json(todo: Sequence[Any]) -> bytes:
     """Write one stored todo as the JSON of TodoOut."""
-    return orjson.dumps(shape_todo(todo), option=_OUTPUT_OPTIONS)
+    return todos_json([todo])[1:-1]
 
 
 def todos_json(todos: Iterable[Sequence[Any]]) -> bytes:

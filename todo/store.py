@@ -60,14 +60,15 @@ def insert(fields: dict[str, Any]) -> StoredTodo:
     now = utcnow()
     values = {**fields, "created_at": now, "updated_at": now, "version": 1}
     todo_id = _connection().execute(INSERT_TODO, values).inserted_primary_key[0]
+    stored_now = naive_utc(now)
     return StoredTodo(
         id=todo_id,
         title=values["title"],
         description=values["description"],
         completed=values["completed"],
         deadline_at=naive_utc(values["deadline_at"]),
-        created_at=naive_utc(now),
-        updated_at=naive_utc(now),
+        created_at=stored_now,
+        updated_at=stored_now,
         version=1,
     )
 

@@ -139,9 +139,9 @@ def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> 
     return statement
 
 
-def window_horizon(days: int, now: datetime | None = None) -> datetime:
+def window_horizon(days: int) -> datetime:
     """Return the latest deadline within a window of days from now."""
-    return (now or utcnow()) + timedelta(days=days)
+    return utcnow() + timedelta(days=days)
 
 
 @cache
