@@ -2,10 +2,12 @@
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import insert
+
 from tests.base import AppTestCase, across_databases
 from todo import store
 from todo.models import db
-from todo.models.todo import INSERT_TODO
+from todo.models.todo import Todo
 
 COUNT = store.STREAM_BATCH * 2 + 7
 
@@ -28,7 +30,7 @@ class TestStreamedList(AppTestCase):
             for number in range(1, COUNT + 1)
         ]
         with self.app.app_context():
-            db.session.connection().execute(INSERT_TODO, rows)
+            db.session.execute(insert(Todo), rows)
             db.session.commit()
 
     def test_whole_list_arrives_in_order_across_pages(self):

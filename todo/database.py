@@ -3,11 +3,12 @@
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from todo import driver
 from todo.models import db
 
 # Errors that mean "the database cannot be reached or is too busy", not "the request is wrong".
@@ -64,8 +65,8 @@ def init_app(app: Flask) -> None:
 def database_answers() -> bool:
     """Tell whether the database answers a trivial query."""
     try:
-        db.session.execute(text("SELECT 1"))
+        with driver.connect(db.engine) as connection:
+            connection.execute("SELECT 1")
     except UNAVAILABLE_ERRORS:
-        db.session.rollback()
         return False
     return True

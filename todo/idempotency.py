@@ -12,8 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnprocessableEntity
 
 from todo import store
-from todo.models import db, utcnow
-from todo.models.idempotency import KEY_MAX_LENGTH, IdempotencyKey, delete_expired_keys, select_key
+from todo.models import utcnow
+from todo.models.idempotency import (
+    DELETE_EXPIRED_KEY,
+    DELETE_EXPIRED_KEYS,
+    INSERT_KEY,
+    KEY_MAX_LENGTH,
+    SELECT_KEY,
+)
 from todo.schemas import InvalidInput, TodoCreate, todo_json
 
 HEADER = "Idempotency-Key"
@@ -51,40 +57,45 @@ def fingerprint(payload: TodoCreate) -> str:
 def create_once(key: str, payload: TodoCreate) -> Created:
     """Create the todo unless this key already did; replay the first answer if so."""
     digest = fingerprint(payload)
-    ttl = timedelta(seconds=current_app.config["IDEMPOTENCY_KEY_TTL"])
     # The second attempt runs only after a concurrent request with the same key won the race.
     for _ in range(2):
-        remembered = db.session.execute(select_key(key)).scalar_one_or_none()
-        if remembered is not None and remembered.created_at < utcnow() - ttl:
-            db.session.delete(remembered)
-            db.session.commit()
-            remembered = None
-        if remembered is not None:
-            if remembered.fingerprint != digest:
-                raise UnprocessableEntity(
-                    f"The {HEADER} was already used with a different request body."
-                )
-            return Created(remembered.response.encode(), remembered.todo_id, replayed=True)
-        todo = store.insert(payload.model_dump())
-        body = todo_json(todo)
-        db.session.add(
-            IdempotencyKey(key=key, fingerprint=digest, todo_id=todo.id, response=body.decode())
-        )
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-            continue
+        with store.connect() as connection:
+            now = utcnow()
+            # Read first and write only when needed: on MariaDB a DELETE of a key that is
+            # not there locks the gap, and two such requests would deadlock on the insert.
+            known = {"key": key, "cutoff": now - _ttl()}
+            remembered = connection.first(SELECT_KEY, known)
+            if remembered is not None and remembered[3]:
+                connection.execute(DELETE_EXPIRED_KEY, known)
+            elif remembered is not None:
+                remembered_digest, todo_id, response, _ = remembered
+                if remembered_digest != digest:
+                    raise UnprocessableEntity(
+                        f"The {HEADER} was already used with a different request body."
+                    )
+                return Created(response.encode(), todo_id, replayed=True)
+            todo = store.insert(connection, payload.model_dump())
+            body = todo_json(todo)
+            remember = {"key": key, "fingerprint": digest, "todo_id": todo.id, "now": now}
+            try:
+                connection.execute(INSERT_KEY, remember | {"response": body.decode()})
+                connection.commit()
+            except IntegrityError:
+                continue
         purge_expired_keys_now_and_then()
         return Created(body, todo.id)
     raise UnprocessableEntity(f"The {HEADER} is in use by another request; retry it.")
 
 
+def _ttl() -> timedelta:
+    return timedelta(seconds=current_app.config["IDEMPOTENCY_KEY_TTL"])
+
+
 def purge_expired_keys() -> int:
     """Delete expired keys in a transaction of their own; return how many went."""
-    ttl = current_app.config["IDEMPOTENCY_KEY_TTL"]
-    deleted = db.session.execute(delete_expired_keys(ttl)).rowcount
-    db.session.commit()
+    with store.connect() as connection:
+        deleted = connection.execute(DELETE_EXPIRED_KEYS, {"cutoff": utcnow() - _ttl()})
+        connection.commit()
     return deleted
 
 

@@ -1,10 +1,11 @@
 """Remembered answers to POST requests that carried an Idempotency-Key."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, String, Text, delete, select
+from sqlalchemy import BigInteger, Index, String, Text, bindparam, delete, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from todo.driver import Statement
 from todo.models import UTCDateTime, db, utcnow
 
 KEY_MAX_LENGTH = 255
@@ -25,12 +26,25 @@ class IdempotencyKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def select_key(key: str):
-    """Select the remembered answer for a key."""
-    return select(IdempotencyKey).where(IdempotencyKey.key == key)
-
-
-def delete_expired_keys(ttl_seconds: int, now: datetime | None = None):
-    """Delete the keys older than their time to live."""
-    cutoff = (now or utcnow()) - timedelta(seconds=ttl_seconds)
-    return delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff)
+# The remembered answer for `key`, and whether it is older than `cutoff`.
+SELECT_KEY = Statement(
+    select(
+        IdempotencyKey.fingerprint,
+        IdempotencyKey.todo_id,
+        IdempotencyKey.response,
+        IdempotencyKey.created_at < bindparam("cutoff", type_=UTCDateTime()),
+    ).where(IdempotencyKey.key == bindparam("key"))
+)
+INSERT_KEY = Statement(
+    insert(IdempotencyKey).values(
+        {name: bindparam(name) for name in ("key", "fingerprint", "todo_id", "response")}
+        | {"created_at": bindparam("now", type_=UTCDateTime())}
+    )
+)
+# Keys older than `cutoff`: all of them, or the one named `key`.
+DELETE_EXPIRED_KEYS = Statement(
+    delete(IdempotencyKey).where(IdempotencyKey.created_at < bindparam("cutoff"))
+)
+DELETE_EXPIRED_KEY = Statement(
+    DELETE_EXPIRED_KEYS.statement.where(IdempotencyKey.key == bindparam("key"))
+)

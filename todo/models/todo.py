@@ -7,10 +7,8 @@ from typing import NamedTuple
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     Index,
     Integer,
-    Select,
     String,
     bindparam,
     delete,
@@ -18,12 +16,12 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    type_coerce,
     update,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from todo.models import SQLITE_DATETIME, UTCDateTime, db, utcnow
+from todo.driver import Statement
+from todo.models import UTCDateTime, db, utcnow
 
 # The largest id any supported engine can store (a signed 64-bit integer); larger ids cannot
 # exist, so lookups answer "not found" without asking the database.
@@ -80,22 +78,20 @@ def can_exist(todo_id: int) -> bool:
 
 
 class StoredTodo(NamedTuple):
-    """A todo as read back for a response: naive UTC datetimes, fields in API order."""
+    """A todo's columns in API order, as the database driver returns them.
+
+    `completed` may come as 0/1, and a timestamp as a naive UTC datetime or, on SQLite, as
+    the stored text (already in the API's format); schemas.todos_json writes either.
+    """
 
     id: int
     title: str
     description: str | None
-    completed: bool
-    deadline_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    completed: bool | int
+    deadline_at: datetime | str | None
+    created_at: datetime | str
+    updated_at: datetime | str
     version: int
-
-
-def _naive(column):
-    # Read timestamps as the naive UTC values they are stored as: no per-value conversion
-    # to aware datetimes, which a response would only have to undo.
-    return type_coerce(column, DateTime().with_variant(SQLITE_DATETIME, "sqlite")).label(column.key)
 
 
 STORED_COLUMNS = (
@@ -103,24 +99,31 @@ STORED_COLUMNS = (
     Todo.title,
     Todo.description,
     Todo.completed,
-    _naive(Todo.deadline_at),
-    _naive(Todo.created_at),
-    _naive(Todo.updated_at),
+    Todo.deadline_at,
+    Todo.created_at,
+    Todo.updated_at,
     Todo.version,
 )
-# Built once: each request only binds its values, and the compiled form is cached.
-SELECT_TODO = select(*STORED_COLUMNS).where(Todo.id == bindparam("todo_id"))
+# Built once; each request only binds its values (see todo.driver).
+SELECT_TODO = Statement(select(*STORED_COLUMNS).where(Todo.id == bindparam("todo_id")))
 # The same, locking the row until the transaction ends (SQLite, which has no row locks,
 # ignores FOR UPDATE).
-SELECT_TODO_FOR_UPDATE = SELECT_TODO.with_for_update()
-DELETE_TODO = delete(Todo).where(
-    Todo.id == bindparam("todo_id"), Todo.version == bindparam("version")
+SELECT_TODO_FOR_UPDATE = Statement(SELECT_TODO.statement.with_for_update())
+DELETE_TODO = Statement(
+    delete(Todo).where(Todo.id == bindparam("todo_id"), Todo.version == bindparam("version"))
 )
-INSERT_TODO = insert(Todo)
+INSERTED_COLUMNS = (
+    "title", "description", "completed", "deadline_at", "created_at", "updated_at", "version",
+)  # fmt: skip
+INSERT_TODO = Statement(
+    insert(Todo)
+    .values({name: bindparam(name) for name in INSERTED_COLUMNS})
+    .return_defaults(Todo.id)
+)
 
 
 @cache
-def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> Select:
+def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> Statement:
     """Select the todos matching the filters that are given, ordered by id.
 
     Takes the parameters `completed`, `horizon` (latest deadline), `after` and `limit`.
@@ -136,7 +139,7 @@ def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> 
         statement = statement.where(Todo.id > bindparam("after"))
     if limit:
         statement = statement.limit(bindparam("limit"))
-    return statement
+    return Statement(statement)
 
 
 def window_horizon(days: int) -> datetime:
@@ -145,8 +148,8 @@ def window_horizon(days: int) -> datetime:
 
 
 @cache
-def update_todo(fields: frozenset[str], checks_version: bool):
-    """Update the given fields of a todo, and only at one of `versions` when it checks them.
+def update_todo(fields: frozenset[str], checks_version: bool) -> Statement:
+    """Update the given fields of a todo, and only at `version` when it checks the version.
 
     Comparing the version in the WHERE clause makes the If-Match check and the write one
     atomic step on every engine.
@@ -160,5 +163,5 @@ def update_todo(fields: frozenset[str], checks_version: bool):
         )
     )
     if checks_version:
-        statement = statement.where(Todo.version.in_(bindparam("versions", expanding=True)))
-    return statement
+        statement = statement.where(Todo.version == bindparam("version"))
+    return Statement(statement)
