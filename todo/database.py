@@ -8,7 +8,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from todo import driver
+from todo.driver import Connection
 from todo.models import db
 
 # Errors that mean "the database cannot be reached or is too busy", not "the request is wrong".
@@ -65,7 +65,7 @@ def init_app(app: Flask) -> None:
 def database_answers() -> bool:
     """Tell whether the database answers a trivial query."""
     try:
-        with driver.connect(db.engine) as connection:
+        with Connection(db.engine) as connection:
             connection.execute("SELECT 1")
     except UNAVAILABLE_ERRORS:
         return False

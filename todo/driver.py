@@ -8,8 +8,8 @@ runs the driver's cursor and reads its tuples. Driver errors come out as SQLAlch
 exception classes, and a connection that broke is dropped from the pool, as Core does.
 """
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import closing
 from types import MappingProxyType
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
@@ -74,59 +74,71 @@ class Statement:
         return _Compiled(compiled.string, binds, dialect.positional, returning)
 
 
-@contextmanager
-def _translated(dialect: Dialect, pooled: PoolProxiedConnection | None = None, cursor=None):
-    """Raise the driver's errors as SQLAlchemy's, dropping a connection that broke."""
-    try:
-        yield
-    except dialect.loaded_dbapi.Error as error:
-        connection = pooled.dbapi_connection if pooled is not None else None
-        broken = dialect.is_disconnect(error, connection, cursor)
-        if broken and pooled is not None:
-            pooled.invalidate(error)
-        raise DBAPIError.instance(
-            None, None, error, dialect.loaded_dbapi.Error,
-            connection_invalidated=broken, dialect=dialect,
-        ) from error  # fmt: skip
-
-
 class Connection:
-    """A pooled driver connection: statements run in one transaction until `commit`."""
+    """A connection checked out of an engine's pool for one transaction, as a context manager.
 
-    def __init__(self, pooled: PoolProxiedConnection, dialect: Dialect):
-        self._pooled = pooled
-        self.dialect = dialect
+    Statements run in one transaction until `commit`; whatever was not committed is rolled
+    back when the pool takes the connection back, on leaving the `with` block.
+    """
 
-    @contextmanager
-    def _cursor(self, statement: Statement | str, values: Mapping[str, Any]):
-        dbapi_connection = self._pooled.dbapi_connection
-        cursor = dbapi_connection.cursor()
+    def __init__(self, engine: Engine):
+        self.dialect = engine.dialect
+        self._engine = engine
+        self._errors = engine.dialect.loaded_dbapi.Error
+        self._pooled: PoolProxiedConnection | None = None
+
+    def __enter__(self) -> "Connection":
         try:
-            with _translated(self.dialect, self._pooled, cursor):
-                if isinstance(statement, str):
-                    cursor.execute(statement)
-                    yield cursor, False
-                else:
-                    compiled = statement.compiled(self.dialect)
-                    cursor.execute(compiled.sql, compiled.parameters(values))
-                    yield cursor, compiled.returning
-        finally:
-            cursor.close()
+            self._pooled = self._engine.raw_connection()
+        except self._errors as error:
+            raise self._translated(error) from error
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pooled.close()
+
+    def _translated(self, error: Exception) -> DBAPIError:
+        """Turn a driver error into SQLAlchemy's, dropping the connection if it broke."""
+        connection = self._pooled.dbapi_connection if self._pooled is not None else None
+        broken = self.dialect.is_disconnect(error, connection, None)
+        if broken and self._pooled is not None:
+            self._pooled.invalidate(error)
+        return DBAPIError.instance(
+            None, None, error, self._errors, connection_invalidated=broken, dialect=self.dialect
+        )
+
+    def _cursor(self, statement: Statement | str, values: Mapping[str, Any]):
+        cursor = self._pooled.dbapi_connection.cursor()
+        if isinstance(statement, str):
+            cursor.execute(statement)
+        else:
+            compiled = statement.compiled(self.dialect)
+            cursor.execute(compiled.sql, compiled.parameters(values))
+        return cursor
 
     def execute(self, statement: Statement | str, values: Mapping[str, Any] = _NO_VALUES) -> int:
         """Run a statement; return how many rows it changed."""
-        with self._cursor(statement, values) as (cursor, _):
-            return cursor.rowcount
+        try:
+            with closing(self._cursor(statement, values)) as cursor:
+                return cursor.rowcount
+        except self._errors as error:
+            raise self._translated(error) from error
 
     def first(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> tuple | None:
         """Run a query; return its first row as the driver's tuple, or None."""
-        with self._cursor(statement, values) as (cursor, _):
-            return cursor.fetchone()
+        try:
+            with closing(self._cursor(statement, values)) as cursor:
+                return cursor.fetchone()
+        except self._errors as error:
+            raise self._translated(error) from error
 
     def all(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> list[tuple]:
         """Run a query; return its rows as the driver's tuples."""
-        with self._cursor(statement, values) as (cursor, _):
-            return cursor.fetchall()
+        try:
+            with closing(self._cursor(statement, values)) as cursor:
+                return cursor.fetchall()
+        except self._errors as error:
+            raise self._translated(error) from error
 
     def insert(self, statement: Statement, values: Mapping[str, Any]) -> int:
         """Insert one row; return its new primary key.
@@ -134,23 +146,16 @@ class Connection:
         The statement should ask for the key with `return_defaults`: engines that can send
         it back with RETURNING do, the others report it as the cursor's last row id.
         """
-        with self._cursor(statement, values) as (cursor, returning):
-            return cursor.fetchone()[0] if returning else cursor.lastrowid
+        try:
+            with closing(self._cursor(statement, values)) as cursor:
+                if statement.compiled(self.dialect).returning:
+                    return cursor.fetchone()[0]
+                return cursor.lastrowid
+        except self._errors as error:
+            raise self._translated(error) from error
 
     def commit(self) -> None:
-        with _translated(self.dialect, self._pooled):
+        try:
             self._pooled.dbapi_connection.commit()
-
-
-@contextmanager
-def connect(engine: Engine) -> Iterator[Connection]:
-    """Check a connection out of the engine's pool for one unit of work.
-
-    Whatever was not committed is rolled back when the pool takes the connection back.
-    """
-    with _translated(engine.dialect):
-        pooled = engine.raw_connection()
-    try:
-        yield Connection(pooled, engine.dialect)
-    finally:
-        pooled.close()
+        except self._errors as error:
+            raise self._translated(error) from error

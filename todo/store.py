@@ -1,13 +1,11 @@
 """Reading and writing todos for the views: each write is one transaction, committed here."""
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Engine
 from werkzeug.exceptions import NotFound, PreconditionFailed
 
-from todo import driver
 from todo.driver import Connection
 from todo.models import db, naive_utc, utcnow
 from todo.models.todo import (
@@ -28,9 +26,9 @@ from todo.schemas import TodoListQuery
 STREAM_BATCH = 1000
 
 
-def connect() -> AbstractContextManager[Connection]:
-    """Check out a database connection for one transaction; uncommitted work is rolled back."""
-    return driver.connect(db.engine)
+def connect() -> Connection:
+    """Return the database connection for one transaction, to use in a `with` block."""
+    return Connection(db.engine)
 
 
 def _find(connection: Connection, todo_id: int, lock: bool = False) -> StoredTodo | None:
@@ -169,6 +167,6 @@ def _following_batches(
     # Later batches are read after the view has returned, each one only as the server is
     # ready to send it, on a connection held just for that query.
     while len(batch) == STREAM_BATCH:
-        with driver.connect(engine) as connection:
+        with Connection(engine) as connection:
             batch = _execute_list(connection, parameters | {"after": batch[-1][0]})
         yield batch
