@@ -65,3 +65,13 @@ class TestTutorialInterface(AppTestCase):
             self.assertEqual(todo.title, "From the API")
             self.assertEqual(todo.deadline_at, datetime(2023, 2, 27, tzinfo=UTC))
             self.assertFalse(todo.completed)
+
+    def test_session_rollback_undoes_its_writes(self):
+        self.create(title="Kept")
+        with self.app.app_context():
+            db.session.add(Todo(title="Never committed"))
+            db.session.get(Todo, 1).title = "Changed, then rolled back"
+            db.session.flush()
+            db.session.rollback()
+        titles = [todo["title"] for todo in self.client.get("/api/v1/todos").get_json()]
+        self.assertEqual(titles, ["Kept"])

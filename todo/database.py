@@ -43,6 +43,11 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _configure_sqlite_connection(dbapi_connection, connection_record) -> None:
+    # Autocommit: a lone statement is its own transaction, which holds SQLite's one write
+    # lock for the shortest time, and transactions start only where they are asked for
+    # (see _begin_sqlite_transaction and driver.Connection.begin), instead of wherever
+    # Python's sqlite3 module guesses.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL lets readers and one writer work at once across worker processes; NORMAL
@@ -50,6 +55,12 @@ def _configure_sqlite_connection(dbapi_connection, connection_record) -> None:
     if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
         cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _begin_sqlite_transaction(connection) -> None:
+    # SQLAlchemy's own transactions (the ORM session, migrations) begin here. The execution
+    # option `sqlite_begin="BEGIN IMMEDIATE"` takes the write lock up front.
+    connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 def init_app(app: Flask) -> None:
@@ -60,6 +71,7 @@ def init_app(app: Flask) -> None:
         engine: Engine = db.engine
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _configure_sqlite_connection)
+            event.listen(engine, "begin", _begin_sqlite_transaction)
 
 
 def database_answers() -> bool:

@@ -154,6 +154,17 @@ class Connection:
         except self._errors as error:
             raise self._translated(error) from error
 
+    def begin(self) -> None:
+        """Start a transaction of several statements that will write.
+
+        SQLite connections run in autocommit (todo.database): a lone statement is its own
+        transaction, and several that must be one need this; it takes SQLite's write lock
+        at once, so that a read in the transaction never has to be upgraded to a write.
+        Other engines start a transaction with the first statement and lock rows as needed.
+        """
+        if self.dialect.name == "sqlite":
+            self.execute("BEGIN IMMEDIATE")
+
     def commit(self) -> None:
         try:
             self._pooled.dbapi_connection.commit()

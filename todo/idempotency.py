@@ -60,6 +60,7 @@ def create_once(key: str, payload: TodoCreate) -> Created:
     # The second attempt runs only after a concurrent request with the same key won the race.
     for _ in range(2):
         with store.connect() as connection:
+            connection.begin()
             now = utcnow()
             # Read first and write only when needed: on MariaDB a DELETE of a key that is
             # not there locks the gap, and two such requests would deadlock on the insert.

@@ -45,7 +45,8 @@ def _exclusively(connection: Connection) -> Iterator[None]:
     dialect = connection.dialect.name
     if dialect == "sqlite":
         # The write lock, taken up front: the whole bootstrap is one transaction.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        connection.begin()
         yield
     elif dialect == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_LOCK_KEY})

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import Engine
 from werkzeug.exceptions import NotFound, PreconditionFailed
 
-from todo.driver import Connection
+from todo.driver import Connection, Statement
 from todo.models import db, naive_utc, utcnow
 from todo.models.todo import (
     DELETE_TODO,
@@ -34,10 +34,7 @@ def connect() -> Connection:
 def _find(connection: Connection, todo_id: int, lock: bool = False) -> StoredTodo | None:
     if not can_exist(todo_id):
         return None
-    if lock and connection.dialect.name == "sqlite":
-        # SQLite has no row locks and ignores FOR UPDATE: its one write lock, taken before
-        # the read, does the same job (readers carry on meanwhile, in WAL mode).
-        connection.execute("BEGIN IMMEDIATE")
+    # SQLite ignores FOR UPDATE; its transactions take the write lock up front instead.
     row = connection.first(SELECT_TODO_FOR_UPDATE if lock else SELECT_TODO, {"todo_id": todo_id})
     return None if row is None else StoredTodo._make(row)
 
@@ -87,12 +84,16 @@ def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> 
     """Apply a partial update, only to a version the client names in If-Match (if any)."""
     with connect() as connection:
         if changes and can_exist(todo_id):
-            statement = update_todo(frozenset(changes), versions is not None)
+            returning = connection.dialect.update_returning
+            statement = update_todo(frozenset(changes), versions is not None, returning)
+            if not returning:
+                # The todo is read back after the update, in the same transaction.
+                connection.begin()
             values = {**changes, "todo_id": todo_id, "now": utcnow()}
             # Each try is atomic, and at most one can match the todo's one current version.
             for version in (None,) if versions is None else sorted(versions):
-                if connection.execute(statement, values | {"version": version}) == 1:
-                    todo = _find(connection, todo_id)
+                todo = _update_one(connection, statement, values | {"version": version})
+                if todo is not None:
                     connection.commit()
                     return todo
         todo = _find(connection, todo_id)
@@ -104,11 +105,24 @@ def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> 
     return todo
 
 
+def _update_one(
+    connection: Connection, statement: Statement, values: dict[str, Any]
+) -> StoredTodo | None:
+    """Run an update of one todo; return the todo as it is now, or None if none matched."""
+    if connection.dialect.update_returning:
+        row = connection.first(statement, values)
+        return None if row is None else StoredTodo._make(row)
+    if connection.execute(statement, values) == 1:
+        return _find(connection, values["todo_id"])
+    return None
+
+
 def delete(todo_id: int, versions: set[int] | None) -> StoredTodo | None:
     """Delete a todo and return it as it was; None when there was none."""
     with connect() as connection:
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
+        connection.begin()
         todo = _find(connection, todo_id, lock=True)
         if todo is None:
             return None

@@ -148,11 +148,12 @@ def window_horizon(days: int) -> datetime:
 
 
 @cache
-def update_todo(fields: frozenset[str], checks_version: bool) -> Statement:
+def update_todo(fields: frozenset[str], checks_version: bool, returning: bool) -> Statement:
     """Update the given fields of a todo, and only at `version` when it checks the version.
 
     Comparing the version in the WHERE clause makes the If-Match check and the write one
-    atomic step on every engine.
+    atomic step on every engine. With `returning`, the statement also reads the todo back
+    as it is after the update (SQLite and PostgreSQL; MariaDB cannot).
     """
     statement = (
         update(Todo)
@@ -164,4 +165,6 @@ def update_todo(fields: frozenset[str], checks_version: bool) -> Statement:
     )
     if checks_version:
         statement = statement.where(Todo.version == bindparam("version"))
+    if returning:
+        statement = statement.returning(*STORED_COLUMNS)
     return Statement(statement)
