@@ -38,9 +38,23 @@ def naive_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+class _SQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME, written with `isoformat`.
+
+    The same text as the storage format below, several times faster than SQLAlchemy's
+    generic formatter, which costs more than the rest of binding a new todo's values.
+    """
+
+    def bind_processor(self, dialect):
+        def process(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat(timespec="seconds")
+
+        return process
+
+
 # SQLite keeps datetimes as text: stored exactly as the API writes them, a list is read and
 # sent without converting a single value, and text order is still time order.
-SQLITE_DATETIME = sqlite.DATETIME(
+SQLITE_DATETIME = _SQLiteDateTime(
     storage_format="%(year)04d-%(month)02d-%(day)02dT%(hour)02d:%(minute)02d:%(second)02d",
     regexp=r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})",
 )
