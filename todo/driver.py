@@ -31,14 +31,14 @@ class _Compiled(NamedTuple):
     returning: bool
 
     def parameters(self, values: Mapping[str, Any]) -> list[Any] | dict[str, Any]:
-        bound = [
-            (name, value if process is None else process(value))
-            for name, default, process in self.binds
-            for value in (values.get(name, default),)
-        ]
+        """Return the values to send with the SQL, converted and in the driver's style."""
+        bound = []
+        for name, default, process in self.binds:
+            value = values.get(name, default)
+            bound.append(value if process is None else process(value))
         if self.positional:
-            return [value for _, value in bound]
-        return dict(bound)
+            return bound
+        return {name: value for (name, _, _), value in zip(self.binds, bound, strict=True)}
 
 
 class Statement:
@@ -77,7 +77,8 @@ class Statement:
 class Connection:
     """A connection checked out of an engine's pool for one transaction, as a context manager.
 
-    Statements run in one transaction until `commit`; whatever was not committed is rolled
+    On PostgreSQL and MariaDB the statements run in one transaction until `commit`; on
+    SQLite each is its own unless `begin` started one. Whatever was not committed is rolled
     back when the pool takes the connection back, on leaving the `with` block.
     """
 
