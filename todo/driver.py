@@ -10,6 +10,7 @@ exception classes, and a connection that broke is dropped from the pool, as Core
 
 from collections.abc import Callable, Mapping
 from contextlib import closing
+from operator import attrgetter, methodcaller
 from types import MappingProxyType
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
@@ -117,29 +118,25 @@ class Connection:
             cursor.execute(compiled.sql, compiled.parameters(values))
         return cursor
 
-    def execute(self, statement: Statement | str, values: Mapping[str, Any] = _NO_VALUES) -> int:
-        """Run a statement; return how many rows it changed."""
+    def _run(self, statement: Statement | str, values: Mapping[str, Any], result: Callable):
+        """Run a statement on a cursor of its own and return `result(cursor)`."""
         try:
             with closing(self._cursor(statement, values)) as cursor:
-                return cursor.rowcount
+                return result(cursor)
         except self._errors as error:
             raise self._translated(error) from error
+
+    def execute(self, statement: Statement | str, values: Mapping[str, Any] = _NO_VALUES) -> int:
+        """Run a statement; return how many rows it changed."""
+        return self._run(statement, values, attrgetter("rowcount"))
 
     def first(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> tuple | None:
         """Run a query; return its first row as the driver's tuple, or None."""
-        try:
-            with closing(self._cursor(statement, values)) as cursor:
-                return cursor.fetchone()
-        except self._errors as error:
-            raise self._translated(error) from error
+        return self._run(statement, values, methodcaller("fetchone"))
 
     def all(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> list[tuple]:
         """Run a query; return its rows as the driver's tuples."""
-        try:
-            with closing(self._cursor(statement, values)) as cursor:
-                return cursor.fetchall()
-        except self._errors as error:
-            raise self._translated(error) from error
+        return self._run(statement, values, methodcaller("fetchall"))
 
     def insert(self, statement: Statement, values: Mapping[str, Any]) -> int:
         """Insert one row; return its new primary key.
@@ -147,13 +144,9 @@ class Connection:
         The statement should ask for the key with `return_defaults`: engines that can send
         it back with RETURNING do, the others report it as the cursor's last row id.
         """
-        try:
-            with closing(self._cursor(statement, values)) as cursor:
-                if statement.compiled(self.dialect).returning:
-                    return cursor.fetchone()[0]
-                return cursor.lastrowid
-        except self._errors as error:
-            raise self._translated(error) from error
+        if statement.compiled(self.dialect).returning:
+            return self._run(statement, values, methodcaller("fetchone"))[0]
+        return self._run(statement, values, attrgetter("lastrowid"))
 
     def begin(self) -> None:
         """Start a transaction of several statements that will write.

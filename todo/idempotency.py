@@ -66,15 +66,16 @@ def create_once(key: str, payload: TodoCreate) -> Created:
             # not there locks the gap, and two such requests would deadlock on the insert.
             known = {"key": key, "cutoff": now - _ttl()}
             remembered = connection.first(SELECT_KEY, known)
-            if remembered is not None and remembered[3]:
-                connection.execute(DELETE_EXPIRED_KEY, known)
-            elif remembered is not None:
-                remembered_digest, todo_id, response, _ = remembered
-                if remembered_digest != digest:
+            if remembered is not None:
+                remembered_digest, todo_id, response, expired = remembered
+                if expired:
+                    connection.execute(DELETE_EXPIRED_KEY, known)
+                elif remembered_digest != digest:
                     raise UnprocessableEntity(
                         f"The {HEADER} was already used with a different request body."
                     )
-                return Created(response.encode(), todo_id, replayed=True)
+                else:
+                    return Created(response.encode(), todo_id, replayed=True)
             todo = store.insert(connection, payload.model_dump())
             body = todo_json(todo)
             remember = {"key": key, "fingerprint": digest, "todo_id": todo.id, "now": now}

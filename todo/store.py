@@ -92,7 +92,7 @@ def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> 
             values = {**changes, "todo_id": todo_id, "now": utcnow()}
             # Each try is atomic, and at most one can match the todo's one current version.
             for version in (None,) if versions is None else sorted(versions):
-                todo = _update_one(connection, statement, values | {"version": version})
+                todo = _update_one(connection, statement, values | {"version": version}, returning)
                 if todo is not None:
                     connection.commit()
                     return todo
@@ -106,10 +106,10 @@ def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> 
 
 
 def _update_one(
-    connection: Connection, statement: Statement, values: dict[str, Any]
+    connection: Connection, statement: Statement, values: dict[str, Any], returning: bool
 ) -> StoredTodo | None:
     """Run an update of one todo; return the todo as it is now, or None if none matched."""
-    if connection.dialect.update_returning:
+    if returning:
         row = connection.first(statement, values)
         return None if row is None else StoredTodo._make(row)
     if connection.execute(statement, values) == 1:
