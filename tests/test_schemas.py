@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 from pydantic_core import PydanticCustomError
 
-from todo.models.todo import StoredTodo
+from todo.errors import InvalidInput
 from todo.schemas import (
-    InvalidInput,
+    OUTPUT_FIELDS,
     TodoCreate,
     TodoListQuery,
     TodoOut,
@@ -21,6 +21,7 @@ from todo.schemas import (
     todos_json,
     todos_json_stream,
 )
+from todo.store import ROW_KEYS, StoredTodo
 
 OUT_OF_RANGE = "must be between 1000-01-01T00:00:00 and 9999-12-31T23:59:59 UTC"
 
@@ -352,17 +353,23 @@ class TestParseQuery(unittest.TestCase):
         self.assertEqual(error.detail, "The query has repeated parameters: limit, window")
 
 
+def stored(**values) -> StoredTodo:
+    """Make a stored row from the values of its columns."""
+    return StoredTodo.from_values(values)
+
+
 class TestTodoOutput(unittest.TestCase):
-    TODO = StoredTodo(
-        id=1,
-        title="Watch CSSE6400 Lecture",
-        description=None,
-        completed=False,
-        deadline_at=datetime(2023, 2, 27),
-        created_at=datetime(2023, 2, 20, 0, 0, 0, 123456),
-        updated_at=datetime(2023, 2, 20, 1, 0),
-        version=3,
-    )
+    VALUES = {
+        "id": 1,
+        "title": "Watch CSSE6400 Lecture",
+        "description": None,
+        "completed": False,
+        "deadline_at": datetime(2023, 2, 27),
+        "created_at": datetime(2023, 2, 20, 0, 0, 0, 123456),
+        "updated_at": datetime(2023, 2, 20, 1, 0),
+        "version": 3,
+    }
+    TODO = stored(**VALUES)
     EXPECTED = {
         "id": 1,
         "title": "Watch CSSE6400 Lecture",
@@ -386,8 +393,35 @@ class TestTodoOutput(unittest.TestCase):
         self.assertEqual(shaped.model_dump(mode="json"), self.EXPECTED)
         self.assertEqual(list(TodoOut.model_fields), list(self.EXPECTED))
 
+    def test_encoder_writes_every_field_of_the_documented_model_and_nothing_else(self):
+        # The encoder writes the row's public columns; TodoOut documents the output. A column
+        # added to the model without its documentation (or the reverse) fails here.
+        self.assertEqual(OUTPUT_FIELDS, tuple(TodoOut.model_fields))
+        self.assertEqual(tuple(orjson.loads(todo_json(self.TODO))), tuple(TodoOut.model_fields))
+
+    def test_internal_columns_come_after_the_public_ones(self):
+        self.assertEqual(ROW_KEYS[: len(OUTPUT_FIELDS)], OUTPUT_FIELDS)
+        self.assertIn("version", ROW_KEYS[len(OUTPUT_FIELDS) :])
+
+    def test_rows_as_each_engine_returns_them_write_the_same_json(self):
+        as_sqlite = stored(
+            **self.VALUES
+            | {
+                "completed": 0,
+                "deadline_at": "2023-02-27T00:00:00",
+                "created_at": "2023-02-20T00:00:00",
+                "updated_at": "2023-02-20T01:00:00",
+            }
+        )
+        as_mariadb = stored(**self.VALUES | {"completed": 0})
+        for row in (as_sqlite, as_mariadb):
+            with self.subTest(row=row):
+                self.assertEqual(todo_json(row), todo_json(self.TODO))
+                shaped = TodoOut.model_validate_json(todo_json(row))
+                self.assertEqual(shaped.model_dump(mode="json"), self.EXPECTED)
+
     def test_list_is_an_array_of_the_same_objects(self):
-        second = self.TODO._replace(id=2, deadline_at=None, completed=True)
+        second = stored(**self.VALUES | {"id": 2, "deadline_at": None, "completed": True})
         self.assertEqual(
             orjson.loads(todos_json([self.TODO, second])),
             [self.EXPECTED, self.EXPECTED | {"id": 2, "deadline_at": None, "completed": True}],
@@ -395,11 +429,11 @@ class TestTodoOutput(unittest.TestCase):
         self.assertEqual(todos_json([]), b"[]")
 
     def test_streamed_batches_join_into_one_array(self):
-        rows = [self.TODO._replace(id=number) for number in range(1, 6)]
+        rows = [stored(**self.VALUES | {"id": number}) for number in range(1, 6)]
         streamed = b"".join(todos_json_stream([rows[:2], [], rows[2:]]))
         self.assertEqual(orjson.loads(streamed), orjson.loads(todos_json(rows)))
         self.assertEqual(b"".join(todos_json_stream([])), b"[]")
 
     def test_missing_deadline_is_null(self):
-        todo = self.TODO._replace(deadline_at=None)
+        todo = stored(**self.VALUES | {"deadline_at": None})
         self.assertIsNone(orjson.loads(todo_json(todo))["deadline_at"])

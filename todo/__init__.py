@@ -8,22 +8,25 @@ from flask_migrate import Migrate
 
 from todo import database, errors
 from todo.config import configure
+from todo.database import MIGRATIONS, upgrade_schema
 from todo.json import OrjsonProvider
-from todo.schema import MIGRATIONS, upgrade_schema
 from todo.views.docs import docs
-from todo.views.routes import api
+from todo.views.routes import TodoIdConverter, api
 
 migrate = Migrate(directory=str(MIGRATIONS))
 
 
 def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, JSON, database, routes, errors, schema."""
+    """Build the app: settings, JSON, database, routing, routes, errors, schema."""
     # No static folder: every path outside the API is an unknown path, answered as a problem.
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     configure(app, config_overrides)
     app.json = OrjsonProvider(app)
     database.init_app(app)
     migrate.init_app(app, database.db)
+    app.url_map.converters["todo_id"] = TodoIdConverter
+    # A doubled slash is an unknown path (a 404 problem), not an HTML redirect to the real one.
+    app.url_map.merge_slashes = False
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(docs, url_prefix="/api/v1")
     errors.init_app(app)

@@ -2,13 +2,13 @@
 
 The API reads and writes one todo, or one page of them, per request. Through the ORM
 session and Core's execution machinery the bookkeeping around such a statement costs
-several times the query itself (README, Performance). Here SQLAlchemy still writes the SQL
+several times the query itself (bench/README.md). Here SQLAlchemy still writes the SQL
 for each dialect, once per statement, and still owns the pool; a request only binds values,
 runs the driver's cursor and reads its tuples. Driver errors come out as SQLAlchemy's own
 exception classes, and a connection that broke is dropped from the pool, as Core does.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from operator import attrgetter, methodcaller
 from types import MappingProxyType
@@ -17,9 +17,11 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine.interfaces import DBAPIModule
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
 
@@ -61,8 +63,10 @@ class Statement:
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self.statement.compile(dialect=dialect)
+        # Statements compile to SQL; their bind names and order are the compiler's own.
+        assert isinstance(compiled, SQLCompiler)
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
-        names = compiled.positiontup if dialect.positional else list(by_name)
+        names = (compiled.positiontup or []) if dialect.positional else list(by_name)
         binds = tuple(
             (
                 name,
@@ -83,34 +87,36 @@ class Connection:
     back when the pool takes the connection back, on leaving the `with` block.
     """
 
+    _pooled: PoolProxiedConnection
+
     def __init__(self, engine: Engine):
         self.dialect = engine.dialect
         self._engine = engine
         self._errors = engine.dialect.loaded_dbapi.Error
-        self._pooled: PoolProxiedConnection | None = None
 
     def __enter__(self) -> "Connection":
         try:
             self._pooled = self._engine.raw_connection()
         except self._errors as error:
-            raise self._translated(error) from error
+            raise self._translated(error, None) from error
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._pooled.close()
 
-    def _translated(self, error: Exception) -> DBAPIError:
+    def _translated(
+        self, error: DBAPIModule.Error, pooled: PoolProxiedConnection | None
+    ) -> StatementError:
         """Turn a driver error into SQLAlchemy's, dropping the connection if it broke."""
-        connection = self._pooled.dbapi_connection if self._pooled is not None else None
-        broken = self.dialect.is_disconnect(error, connection, None)
-        if broken and self._pooled is not None:
-            self._pooled.invalidate(error)
+        broken = self.dialect.is_disconnect(error, pooled, None)
+        if broken and pooled is not None:
+            pooled.invalidate(error)
         return DBAPIError.instance(
             None, None, error, self._errors, connection_invalidated=broken, dialect=self.dialect
         )
 
     def _cursor(self, statement: Statement | str, values: Mapping[str, Any]):
-        cursor = self._pooled.dbapi_connection.cursor()
+        cursor = self._pooled.cursor()
         if isinstance(statement, str):
             cursor.execute(statement)
         else:
@@ -124,7 +130,7 @@ class Connection:
             with closing(self._cursor(statement, values)) as cursor:
                 return result(cursor)
         except self._errors as error:
-            raise self._translated(error) from error
+            raise self._translated(error, self._pooled) from error
 
     def execute(self, statement: Statement | str, values: Mapping[str, Any] = _NO_VALUES) -> int:
         """Run a statement; return how many rows it changed."""
@@ -134,7 +140,7 @@ class Connection:
         """Run a query; return its first row as the driver's tuple, or None."""
         return self._run(statement, values, methodcaller("fetchone"))
 
-    def all(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> list[tuple]:
+    def all(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> Sequence[tuple]:
         """Run a query; return its rows as the driver's tuples."""
         return self._run(statement, values, methodcaller("fetchall"))
 
@@ -161,6 +167,6 @@ class Connection:
 
     def commit(self) -> None:
         try:
-            self._pooled.dbapi_connection.commit()
+            self._pooled.commit()
         except self._errors as error:
-            raise self._translated(error) from error
+            raise self._translated(error, self._pooled) from error

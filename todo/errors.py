@@ -1,4 +1,4 @@
-"""The one place an exception becomes a response: RFC 9457 problem details."""
+"""The errors the app raises, and the one place an exception becomes a response (RFC 9457)."""
 
 from http import HTTPStatus
 from typing import Any
@@ -8,9 +8,17 @@ from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from todo.database import UNAVAILABLE_ERRORS
-from todo.schemas import InvalidInput
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class InvalidInput(Exception):
+    """A request whose body, query or headers break the contract; answered with 400."""
+
+    def __init__(self, detail: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
 
 
 def problem(status: int, detail: str, headers: Any = None, **extra: Any) -> Response:

@@ -25,7 +25,7 @@ def _int(name: str, default: int) -> int:
 
 
 # Loopback by default: the service is meant to sit behind a reverse proxy on the same host
-# (see "Slow clients" in the README). HOST=0.0.0.0 or GUNICORN_BIND exposes it directly.
+# (see "Slow clients" in docs/deployment.md). HOST=0.0.0.0 or GUNICORN_BIND exposes it directly.
 bind = os.environ.get("GUNICORN_BIND") or (
     f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 )

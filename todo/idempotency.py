@@ -8,25 +8,48 @@ from datetime import timedelta
 
 import orjson
 from flask import current_app
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnprocessableEntity
 
 from todo import store
-from todo.models import utcnow
-from todo.models.idempotency import (
-    DELETE_EXPIRED_KEY,
-    DELETE_EXPIRED_KEYS,
-    INSERT_KEY,
-    KEY_MAX_LENGTH,
-    SELECT_KEY,
-)
-from todo.schemas import InvalidInput, TodoCreate, todo_json
+from todo.driver import Statement
+from todo.errors import InvalidInput
+from todo.models import UTCDateTime, utcnow
+from todo.models.idempotency import KEY_MAX_LENGTH, IdempotencyKey
+from todo.schemas import TodoCreate, todo_json
 
 HEADER = "Idempotency-Key"
-_KEY = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{KEY_MAX_LENGTH - 2}}}[\x21-\x7e])?")
+# Printable ASCII, neither starting nor ending with a space (which HTTP would strip); at most
+# KEY_MAX_LENGTH characters. The OpenAPI document states both.
+KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+_KEY = re.compile(KEY_PATTERN)
 # Expired keys are purged at most this often per worker, outside the request's transaction.
 PURGE_INTERVAL_SECONDS = 60
 _last_purge = float("-inf")
+
+
+# The remembered answer for `key`, and whether it is older than `cutoff`.
+SELECT_KEY = Statement(
+    select(
+        IdempotencyKey.fingerprint,
+        IdempotencyKey.todo_id,
+        IdempotencyKey.response,
+        IdempotencyKey.created_at < bindparam("cutoff", type_=UTCDateTime()),
+    ).where(IdempotencyKey.key == bindparam("key"))
+)
+INSERT_KEY = Statement(
+    insert(IdempotencyKey).values(
+        {name: bindparam(name) for name in ("key", "fingerprint", "todo_id", "response")}
+        | {"created_at": bindparam("now", type_=UTCDateTime())}
+    )
+)
+# Keys older than `cutoff`: all of them, or the one named `key`.
+_EXPIRED = IdempotencyKey.created_at < bindparam("cutoff")
+DELETE_EXPIRED_KEYS = Statement(delete(IdempotencyKey).where(_EXPIRED))
+DELETE_EXPIRED_KEY = Statement(
+    delete(IdempotencyKey).where(_EXPIRED, IdempotencyKey.key == bindparam("key"))
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +63,7 @@ class Created:
 
 def check_key(key: str) -> str:
     """Accept keys of 1 to 255 printable ASCII characters."""
-    if not _KEY.fullmatch(key):
+    if len(key) > KEY_MAX_LENGTH or not _KEY.fullmatch(key):
         message = f"must be 1 to {KEY_MAX_LENGTH} printable ASCII characters"
         raise InvalidInput(
             f"The {HEADER} header {message}.", [{"field": HEADER, "message": message}]

@@ -3,6 +3,7 @@
 from typing import Any
 
 import orjson
+from flask import Response
 from flask.json.provider import JSONProvider
 
 
@@ -15,7 +16,7 @@ class OrjsonProvider(JSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
 
-    def response(self, *args: Any, **kwargs: Any):
-        return self._app.response_class(
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        return Response(
             orjson.dumps(self._prepare_response_obj(args, kwargs)), mimetype="application/json"
         )

@@ -1,9 +1,14 @@
-"""The OpenAPI 3.1 document, generated from the route table and the pydantic schemas."""
+"""The OpenAPI 3.1 document: built from the route table and what each view declares.
+
+A view states its inputs and answers with `@documented(...)` beside it; this module holds the
+pieces they share (headers, parameters, problem answers) and puts the document together.
+"""
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from flask import Flask
 from pydantic import BaseModel, Field
@@ -11,9 +16,12 @@ from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 
 from todo.errors import PROBLEM_JSON
+from todo.idempotency import HEADER as IDEMPOTENCY_KEY
+from todo.idempotency import KEY_PATTERN
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.models.todo import MAX_ID
-from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
+from todo.schemas import Health, TodoCreate, TodoOut, TodoUpdate
+from todo.views.http import ETAG_PATTERN
 
 API_PREFIX = "/api/v1"
 API_BLUEPRINT = "api"
@@ -25,6 +33,7 @@ _METHOD_ORDER = {
 }
 _EXTENSION_KEY = "todo.openapi"
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 class FieldProblem(BaseModel):
@@ -44,12 +53,6 @@ class Problem(BaseModel):
     errors: list[FieldProblem] = Field(
         default_factory=list, description="Every field problem, on validation errors only."
     )
-
-
-class Health(BaseModel):
-    """Whether the service and its database answer."""
-
-    status: Literal["ok", "unavailable"]
 
 
 # Schemas of the components, each with the mode in which the API uses it.
@@ -72,6 +75,11 @@ def json_content(schema: dict[str, Any], media_type: str = "application/json") -
     return {media_type: {"schema": schema}}
 
 
+def json_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe a JSON answer."""
+    return {"description": description, "content": json_content(schema)}
+
+
 def _header(description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"description": description, "required": required, "schema": schema}
 
@@ -83,13 +91,11 @@ def _problem(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-ENTITY_TAG = {"type": "string", "pattern": r'^"\d+-\d+"$', "examples": ['"1-1"']}
-
 HEADERS = {
     "ETag": _header(
         "The todo's strong entity tag, which changes whenever the todo does; send it back in "
         "If-None-Match or If-Match.",
-        ENTITY_TAG,
+        {"type": "string", "pattern": ETAG_PATTERN, "examples": ['"1-1"']},
         required=True,
     ),
     "Location": _header(
@@ -107,71 +113,99 @@ HEADERS = {
         {"type": "string", "enum": ["true"]},
     ),
     "Retry-After": _header(
-        "Seconds to wait before trying again.", {"type": "string", "pattern": r"^\d+$"}, True
-    ),
-}
-
-PARAMETERS = {
-    "TodoId": {
-        "name": "todo_id",
-        "in": "path",
-        "required": True,
-        "description": "The todo's id. An id that no todo can have answers as a missing todo "
-        "does: 404 (DELETE: 200 with {}).",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-    },
-    "IfNoneMatch": {
-        "name": "If-None-Match",
-        "in": "header",
-        "description": "The ETag you hold: when it is still current the answer is 304, no body.",
-        "schema": {"type": "string", "examples": ['"1-1"']},
-    },
-    "IfMatch": {
-        "name": "If-Match",
-        "in": "header",
-        "description": "The ETag you read: when the todo changed since then the answer is 412 "
-        "and nothing changes. `*` matches any version.",
-        "schema": {"type": "string", "examples": ['"1-1"']},
-    },
-    "IdempotencyKey": {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "description": "Makes retries safe: the same key with the same body answers the first "
-        "response again and creates nothing; with another body it answers 422. Keys are kept "
-        "for at least 24 hours.",
-        "schema": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": KEY_MAX_LENGTH,
-            "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
-            "examples": ["9f1c2a7e-5b4d-4c1e-8f3a-2d6b7e9c0a1f"],
-        },
-    },
-}
-
-RESPONSES = {
-    "BadRequest": _problem(
-        "The request breaks a rule: `detail` says which, `errors` names each field or parameter."
-    ),
-    "NotFound": _problem("There is no todo with this id."),
-    "PreconditionFailed": _problem(
-        "The todo changed since the version in If-Match; nothing was changed."
-    ),
-    "PayloadTooLarge": _problem("The body is larger than the configured limit (64 KiB default)."),
-    "UnsupportedMediaType": _problem("The body was not sent as `Content-Type: application/json`."),
-    "Unavailable": _problem(
-        "The database is unavailable; retry after the given delay.",
-        **{"Retry-After": ref("Retry-After", "headers")},
+        "Seconds to wait before trying again.", {"type": "string", "pattern": r"^[0-9]+$"}, True
     ),
 }
 
 
-def _todo(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+def _parameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    key_hours = config["IDEMPOTENCY_KEY_TTL"] / 3600
     return {
+        "TodoId": {
+            "name": "todo_id",
+            "in": "path",
+            "required": True,
+            "description": "The todo's id. An id that no todo can have answers as a missing todo "
+            "does: 404 (DELETE: 200 with {}).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        },
+        "IfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "description": "The ETag you hold: when it is still current the answer is 304, no "
+            "body.",
+            "schema": {"type": "string", "examples": ['"1-1"']},
+        },
+        "IfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "description": "The ETag you read: when the todo changed since then the answer is "
+            "412 and nothing changes. `*` matches any version.",
+            "schema": {"type": "string", "examples": ['"1-1"']},
+        },
+        "IdempotencyKey": {
+            "name": IDEMPOTENCY_KEY,
+            "in": "header",
+            "description": "Makes retries safe: the same key with the same body answers the first "
+            "response again and creates nothing; with another body it answers 422. Keys are kept "
+            f"for at least {key_hours:g} hours.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": KEY_MAX_LENGTH,
+                "pattern": KEY_PATTERN,
+                "examples": ["9f1c2a7e-5b4d-4c1e-8f3a-2d6b7e9c0a1f"],
+            },
+        },
+    }
+
+
+# The problem answers that several operations share, by status.
+_PROBLEMS = {
+    400: "BadRequest",
+    404: "NotFound",
+    412: "PreconditionFailed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    503: "Unavailable",
+}
+
+
+def _responses(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "BadRequest": _problem(
+            "The request breaks a rule: `detail` says which, `errors` names each field or "
+            "parameter."
+        ),
+        "NotFound": _problem("There is no todo with this id."),
+        "PreconditionFailed": _problem(
+            "The todo changed since the version in If-Match; nothing was changed."
+        ),
+        "PayloadTooLarge": _problem(
+            f"The body is larger than the limit of {config['MAX_CONTENT_LENGTH']} bytes."
+        ),
+        "UnsupportedMediaType": _problem(
+            "The body was not sent as `Content-Type: application/json`."
+        ),
+        "Unavailable": _problem(
+            "The database is unavailable; retry after the given delay.",
+            **{"Retry-After": ref("Retry-After", "headers")},
+        ),
+    }
+
+
+def todo_answer(
+    description: str, *, headers: Mapping[str, Any] | None = None, links: bool = False
+) -> dict[str, Any]:
+    """Describe an answer that carries one todo and its ETag (and links to what follows)."""
+    answer: dict[str, Any] = {
         "description": description,
-        "headers": {"ETag": ref("ETag", "headers"), **headers},
+        "headers": {"ETag": ref("ETag", "headers"), **(headers or {})},
         "content": json_content(ref("TodoOut")),
     }
+    if links:
+        answer["links"] = _todo_links()
+    return answer
 
 
 def _todo_links() -> dict[str, Any]:
@@ -191,112 +225,50 @@ def _todo_links() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Operation:
-    """What the route table cannot tell about one operation: its inputs and its answers."""
+    """What the route table cannot tell about a view: its inputs and its answers."""
 
     responses: dict[int, dict[str, Any]]
-    tag: str = "todos"
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    headers: tuple[str, ...] = ()
-    description: str | None = None
-    links: dict[int, dict[str, Any]] = field(default_factory=dict)
+    problems: dict[int, str | None]
+    tag: str
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    headers: tuple[str, ...]
+    description: str | None
 
 
-_EMPTY = {"type": "object", "maxProperties": 0, "description": "No todo had this id."}
+def documented(
+    *,
+    responses: dict[int, dict[str, Any]],
+    problems: Iterable[int | tuple[int, str]] = (),
+    tag: str = "todos",
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    headers: Iterable[str] = (),
+    description: str | None = None,
+) -> Callable[[View], View]:
+    """Declare a view's operation: body and query models, headers, answers and problems.
 
-# One row per method of each view of the API blueprint, by endpoint name.
-OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("health", "GET"): Operation(
-        tag="health",
-        description="The one error that is not problem details: a 503 carries exactly "
-        '`{"status": "unavailable"}`.',
-        responses={
-            200: {
-                "description": 'The database answers: `{"status": "ok"}`.',
-                "content": json_content(ref("Health")),
-            },
-            503: {
-                "description": 'The database does not answer: `{"status": "unavailable"}`.',
-                "content": json_content(ref("Health")),
-            },
-        },
-    ),
-    ("list_todos", "GET"): Operation(
-        query=TodoListQuery,
-        description="Filters combine with AND. Without `limit` every matching todo is returned. "
-        "Any other query parameter, or one given twice, is a 400 that names it.",
-        responses={
-            200: {
-                "description": "The matching todos, ordered by id.",
-                "headers": {"Link": ref("Link", "headers")},
-                "content": json_content({"type": "array", "items": ref("TodoOut")}),
-            },
-            400: ref("BadRequest", "responses"),
-            503: ref("Unavailable", "responses"),
-        },
-    ),
-    ("create_todo", "POST"): Operation(
-        body=TodoCreate,
-        headers=("IdempotencyKey",),
-        description="Only `title`, `description`, `completed` and `deadline_at` may be sent; any "
-        "other field is a 400 that names it.",
-        responses={
-            201: _todo(
-                "The todo, as stored; a replayed Idempotency-Key answers the first response again.",
-                Location=ref("Location", "headers"),
-                **{"Idempotent-Replayed": ref("Idempotent-Replayed", "headers")},
-            ),
-            400: ref("BadRequest", "responses"),
-            413: ref("PayloadTooLarge", "responses"),
-            415: ref("UnsupportedMediaType", "responses"),
-            422: _problem("The Idempotency-Key was already used with a different body."),
-            503: ref("Unavailable", "responses"),
-        },
-        links={201: _todo_links()},
-    ),
-    ("get_todo", "GET"): Operation(
-        headers=("IfNoneMatch",),
-        responses={
-            200: _todo("The todo."),
-            304: {
-                "description": "The todo still has the ETag sent in If-None-Match.",
-                "headers": {"ETag": ref("ETag", "headers")},
-            },
-            404: ref("NotFound", "responses"),
-            503: ref("Unavailable", "responses"),
-        },
-    ),
-    ("update_todo", "PUT"): Operation(
-        body=TodoUpdate,
-        headers=("IfMatch",),
-        description="A partial update, as PATCH: only the fields sent change; nothing is "
-        "required. `null` clears `description` and `deadline_at`.",
-        responses={
-            200: _todo("The updated todo."),
-            400: ref("BadRequest", "responses"),
-            404: ref("NotFound", "responses"),
-            412: ref("PreconditionFailed", "responses"),
-            413: ref("PayloadTooLarge", "responses"),
-            415: ref("UnsupportedMediaType", "responses"),
-            503: ref("Unavailable", "responses"),
-        },
-    ),
-    ("delete_todo", "DELETE"): Operation(
-        headers=("IfMatch",),
-        description="Deleting is idempotent: when there is no such todo, whatever the id, the "
-        "answer is 200 with `{}`.",
-        responses={
-            200: {
-                "description": "The deleted todo, or `{}` when there was none.",
-                "headers": {"ETag": {**HEADERS["ETag"], "required": False}},
-                "content": json_content({"oneOf": [ref("TodoOut"), _EMPTY]}),
-            },
-            412: ref("PreconditionFailed", "responses"),
-            503: ref("Unavailable", "responses"),
-        },
-    ),
-}
-OPERATIONS[("update_todo", "PATCH")] = OPERATIONS[("update_todo", "PUT")]
+    `headers` name request header parameters (IfMatch, IfNoneMatch, IdempotencyKey); each of
+    `problems` is a status with a shared answer (400, 404, 412, 413, 415, 503), or a status
+    and a description of its own.
+    """
+    operation = Operation(
+        responses=responses,
+        problems=dict(
+            (problem, None) if isinstance(problem, int) else problem for problem in problems
+        ),
+        tag=tag,
+        body=body,
+        query=query,
+        headers=tuple(headers),
+        description=description,
+    )
+
+    def declare(view: View) -> View:
+        view.openapi = operation  # type: ignore[attr-defined]
+        return view
+
+    return declare
 
 
 def openapi_path(rule: Rule) -> str:
@@ -347,14 +319,13 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
-    name = rule.endpoint.removeprefix(f"{API_BLUEPRINT}.")
-    try:
-        spec = OPERATIONS[(name, method)]
-    except KeyError:
-        raise LookupError(f"{method} {rule.rule} ({rule.endpoint}) is not in OPERATIONS") from None
+    view = app.view_functions[rule.endpoint]
+    spec: Operation | None = getattr(view, "openapi", None)
+    if spec is None:
+        raise LookupError(f"{method} {rule.rule} ({rule.endpoint}) is not @documented")
     operation: dict[str, Any] = {
         "operationId": operation_id(rule, method),
-        "summary": _summary(app.view_functions[rule.endpoint]),
+        "summary": _summary(view),
         "tags": [spec.tag],
     }
     if spec.description:
@@ -370,15 +341,20 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
             "required": True,
             "content": json_content(ref(spec.body.__name__)),
         }
+    problems = {
+        status: ref(_PROBLEMS[status], "responses")
+        if description is None
+        else _problem(description)
+        for status, description in spec.problems.items()
+    }
     operation["responses"] = {
-        str(status): response | ({"links": spec.links[status]} if status in spec.links else {})
-        for status, response in sorted(spec.responses.items())
+        str(status): response for status, response in sorted((spec.responses | problems).items())
     }
     return operation
 
 
 def _check_path_arguments(rule: Rule) -> None:
-    unknown = set(rule.arguments) - {PARAMETERS["TodoId"]["name"]}
+    unknown = set(rule.arguments) - {"todo_id"}
     if unknown:
         raise LookupError(f"{rule.rule} has path arguments without a schema: {sorted(unknown)}")
 
@@ -436,9 +412,9 @@ def build_document(app: Flask) -> dict[str, Any]:
                 name: _without_unsendable_defaults(schema)
                 for name, schema in definitions["$defs"].items()
             },
-            "parameters": PARAMETERS,
+            "parameters": _parameters(app.config),
             "headers": HEADERS,
-            "responses": RESPONSES,
+            "responses": _responses(app.config),
         },
     }
 

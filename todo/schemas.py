@@ -3,7 +3,7 @@
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -17,8 +17,10 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
+from sqlalchemy import Boolean
 
-from todo.models.todo import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH
+from todo.errors import InvalidInput
+from todo.models.todo import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Todo
 
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at"})
 EARLIEST_DEADLINE = datetime(1000, 1, 1, tzinfo=UTC)
@@ -26,18 +28,13 @@ LATEST_DEADLINE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 WINDOW_MAX_DAYS = 36500
 LIMIT_MAX = 1000
 
-_ISO_DATE_TIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}"  # date
-    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"  # optional time, seconds and fraction
-    r"(?:Z|[+-]\d{2}:?\d{2})?)?",  # optional offset
-    # ASCII: other scripts' digits are not ISO 8601, and the message should say so.
-    re.IGNORECASE | re.ASCII,
-)
-# The same rules as JSON Schema patterns (ECMA-262), so that the OpenAPI document states them.
+# Patterns in the subset of regular expressions that Python and JSON Schema (ECMA-262) read
+# alike: the validators below match them, and the OpenAPI document states them as they are.
 # Python's str.strip() whitespace, which ECMA's \s does not quite match.
 _BLANK = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NO_NUL_PATTERN = r"^[^\x00]*$"
 TITLE_PATTERN = rf"^[^\x00]*[^\x00{_BLANK}][^\x00]*$"
+# Any real calendar day of the years 1000 to 9999.
 _DAY = (
     r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
     r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
@@ -45,22 +42,18 @@ _DAY = (
 )
 _TIME = r"[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]+)?)?"
 _OFFSET = r"[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9]"
+# The range is checked once in UTC, which no pattern can say: near its ends an offset can
+# bring a value the pattern allows out of it, or the last day of the year 999 into it.
 DEADLINE_PATTERN = rf"^(?:{_DAY})(?:{_TIME}(?:{_OFFSET})?)?$"
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$"
+_DEADLINE = re.compile(DEADLINE_PATTERN)
+_ASCII_DIGIT = re.compile(r"[0-9]")
 _QUERY_INTEGER = re.compile(r"[+-]?[0-9]+")
 # More digits than any 64-bit number has: such a value is past every range a parameter takes.
 _QUERY_INTEGER_DIGITS = 20
 
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-class InvalidInput(Exception):
-    """A request whose body or query breaks the contract; answered with 400."""
-
-    def __init__(self, detail: str, errors: list[dict[str, str]] | None = None):
-        super().__init__(detail)
-        self.detail = detail
-        self.errors = errors or []
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -79,11 +72,22 @@ def _not_blank(value: str) -> str:
     return value
 
 
+_NOT_A_DEADLINE = "must be an ISO 8601 date or date-time, like 2023-02-27T00:00:00"
+
+
 def parse_deadline(value: Any) -> datetime:
     """Read an ISO 8601 date or date-time as an aware UTC datetime in the supported range."""
-    if not isinstance(value, str) or not _ISO_DATE_TIME.fullmatch(value):
-        raise _invalid("must be an ISO 8601 date or date-time, like 2023-02-27T00:00:00")
+    if not isinstance(value, str):
+        raise _invalid(_NOT_A_DEADLINE)
     out_of_range = _invalid("must be between 1000-01-01T00:00:00 and 9999-12-31T23:59:59 UTC")
+    if not _DEADLINE.fullmatch(value):
+        # With every digit a 1, a value of the right shape matches: then only its numbers are
+        # wrong (a 30th of February, a 25th hour, minutes of 60) or its year is before 1000,
+        # which the range check below judges once the offset is applied.
+        if not _DEADLINE.fullmatch(_ASCII_DIGIT.sub("1", value)):
+            raise _invalid(_NOT_A_DEADLINE)
+        if not (value.startswith("0") and _DEADLINE.fullmatch("1" + value[1:])):
+            raise _invalid("is not a valid date and time")
     try:
         moment = datetime.fromisoformat(value.upper())
     except ValueError:
@@ -143,7 +147,7 @@ Timestamp = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$",
+            "pattern": TIMESTAMP_PATTERN,
             "description": "UTC, without offset.",
             "examples": ["2023-02-27T00:00:00"],
         }
@@ -173,9 +177,9 @@ class TodoUpdate(BaseModel):
 
     model_config = _STRICT_INPUT
 
-    title: Title = None
+    title: Title = None  # type: ignore[assignment]
     description: Description | None = None
-    completed: bool = None
+    completed: bool = None  # type: ignore[assignment]
     deadline_at: Deadline | None = None
 
     def changes(self) -> dict[str, Any]:
@@ -195,6 +199,12 @@ class TodoOut(BaseModel):
     deadline_at: Timestamp | None
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class Health(BaseModel):
+    """Whether the service and its database answer."""
+
+    status: Literal["ok", "unavailable"]
 
 
 def _query_integer(value: Any) -> Any:
@@ -316,34 +326,36 @@ def parse_query(arguments: Mapping[str, Iterable[str]]) -> TodoListQuery:
 
 # Stored datetimes are naive UTC: orjson then writes exactly YYYY-MM-DDTHH:MM:SS.
 _OUTPUT_OPTIONS = orjson.OPT_OMIT_MICROSECONDS
+# The stored row's public columns, in the model's order. Internal columns come after them
+# (tests/test_schemas.py checks), so zip() leaves those out of a row.
+OUTPUT_FIELDS = tuple(
+    column.key for column in Todo.__table__.columns if not column.info.get("internal")
+)
+# SQLite and MariaDB return booleans as 0 or 1.
+_BOOLEAN_FIELDS = tuple(
+    column.key for column in Todo.__table__.columns if isinstance(column.type, Boolean)
+)
+
+
+def _output(todo: Sequence[Any]) -> dict[str, Any]:
+    fields = dict(zip(OUTPUT_FIELDS, todo, strict=False))
+    for name in _BOOLEAN_FIELDS:
+        fields[name] = fields[name] == 1
+    return fields
 
 
 def todo_json(todo: Sequence[Any]) -> bytes:
     """Write one stored todo as the JSON of TodoOut."""
-    return todos_json([todo])[1:-1]
+    return orjson.dumps(_output(todo), option=_OUTPUT_OPTIONS)
 
 
 def todos_json(todos: Iterable[Sequence[Any]]) -> bytes:
-    """Write todos, as the database driver returns their columns, as a JSON array of TodoOut.
+    """Write todos, as the database driver returns their rows, as a JSON array of TodoOut.
 
-    `completed` may come as 0/1 and a timestamp as stored text (SQLite keeps the API's own
-    format) or a naive UTC datetime; both write the same JSON.
+    A timestamp may come as stored text (SQLite keeps the API's own format) or as a naive
+    UTC datetime; both write the same JSON.
     """
-    return orjson.dumps(
-        [
-            {
-                "id": id_,
-                "title": title,
-                "description": description,
-                "completed": completed == 1,
-                "deadline_at": deadline_at,
-                "created_at": created_at,
-                "updated_at": updated_at,
-            }
-            for id_, title, description, completed, deadline_at, created_at, updated_at, _ in todos
-        ],
-        option=_OUTPUT_OPTIONS,
-    )
+    return orjson.dumps([_output(todo) for todo in todos], option=_OUTPUT_OPTIONS)
 
 
 def todos_json_stream(batches: Iterable[Sequence[Sequence[Any]]]) -> Iterator[bytes]:

@@ -1,26 +1,115 @@
-"""Reading and writing todos for the views: each write is one transaction, committed here."""
+"""The API's todos in the database: the row, its prebuilt statements, and the reads and writes.
 
-from collections.abc import Iterator
+Each write is one transaction, committed here. The row's shape is derived from the Todo model,
+so a column added there (and in a migration) is read and written by every statement below.
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import cache
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Engine
+import sqlalchemy as sa
+from sqlalchemy import Engine, bindparam
 from werkzeug.exceptions import NotFound, PreconditionFailed
 
 from todo.driver import Connection, Statement
-from todo.models import db, naive_utc, utcnow
-from todo.models.todo import (
-    DELETE_TODO,
-    INSERT_TODO,
-    MAX_ID,
-    SELECT_TODO,
-    SELECT_TODO_FOR_UPDATE,
-    StoredTodo,
-    can_exist,
-    select_todos,
-    update_todo,
-    window_horizon,
-)
+from todo.models import UTCDateTime, db, naive_utc, utcnow
+from todo.models.todo import MAX_ID, Todo
 from todo.schemas import TodoListQuery
+
+# Every column of the table, in the model's order: the driver's tuples have this shape.
+ROW_COLUMNS = tuple(Todo.__table__.columns)
+ROW_KEYS = tuple(column.key for column in ROW_COLUMNS)
+
+
+class StoredTodo(tuple[Any, ...]):
+    """A todo as the driver returns it: a tuple of every column, in the model's order.
+
+    `completed` may come as 0/1, and a timestamp as a naive UTC datetime or, on SQLite, as
+    the stored text (already in the API's format); the encoders in todo.schemas write either.
+    """
+
+    __slots__ = ()
+    id = property(itemgetter(ROW_KEYS.index("id")))
+    version = property(itemgetter(ROW_KEYS.index("version")))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "StoredTodo":
+        """Make a row of a value for each column, by name."""
+        return cls(values[key] for key in ROW_KEYS)
+
+
+# Built once; each request only binds its values (see todo.driver).
+SELECT_TODO = Statement(sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")))
+# The same, locking the row until the transaction ends (SQLite, which has no row locks,
+# ignores FOR UPDATE).
+SELECT_TODO_FOR_UPDATE = Statement(
+    sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")).with_for_update()
+)
+DELETE_TODO = Statement(
+    sa.delete(Todo).where(Todo.id == bindparam("todo_id"), Todo.version == bindparam("version"))
+)
+INSERT_TODO = Statement(
+    sa.insert(Todo)
+    .values({column.key: bindparam(column.key) for column in ROW_COLUMNS if not column.primary_key})
+    .return_defaults(Todo.id)
+)
+
+
+@cache
+def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> Statement:
+    """Select the todos matching the filters that are given, ordered by id.
+
+    Takes the parameters `completed`, `horizon` (latest deadline), `after` and `limit`.
+    """
+    statement = sa.select(*ROW_COLUMNS).order_by(Todo.id)
+    if completed:
+        statement = statement.where(Todo.completed == bindparam("completed"))
+    if window:
+        statement = statement.where(
+            Todo.deadline_at.is_not(None), Todo.deadline_at <= bindparam("horizon")
+        )
+    if after:
+        statement = statement.where(Todo.id > bindparam("after"))
+    if limit:
+        statement = statement.limit(bindparam("limit"))
+    return Statement(statement)
+
+
+@cache
+def update_todo(fields: frozenset[str], checks_version: bool, returning: bool) -> Statement:
+    """Update the given fields of a todo, and only at `version` when it checks the version.
+
+    Comparing the version in the WHERE clause makes the If-Match check and the write one
+    atomic step on every engine. With `returning`, the statement also reads the todo back
+    as it is after the update (SQLite and PostgreSQL; MariaDB cannot).
+    """
+    statement = (
+        sa.update(Todo)
+        .where(Todo.id == bindparam("todo_id"))
+        .values(
+            {name: bindparam(name, type_=Todo.__table__.c[name].type) for name in fields}
+            | {"version": Todo.version + 1, "updated_at": bindparam("now", type_=UTCDateTime())}
+        )
+    )
+    if checks_version:
+        statement = statement.where(Todo.version == bindparam("version"))
+    if returning:
+        statement = statement.returning(*ROW_COLUMNS)
+    return Statement(statement)
+
+
+def can_exist(todo_id: int) -> bool:
+    """Tell whether an id is within the range the database can hold."""
+    return 1 <= todo_id <= MAX_ID
+
+
+def window_horizon(days: int) -> datetime:
+    """Return the latest deadline within a window of days from now."""
+    return utcnow() + timedelta(days=days)
+
 
 # Rows per query while streaming a long list: bounds memory, whatever the list's length.
 STREAM_BATCH = 1000
@@ -36,7 +125,7 @@ def _find(connection: Connection, todo_id: int, lock: bool = False) -> StoredTod
         return None
     # SQLite ignores FOR UPDATE; its transactions take the write lock up front instead.
     row = connection.first(SELECT_TODO_FOR_UPDATE if lock else SELECT_TODO, {"todo_id": todo_id})
-    return None if row is None else StoredTodo._make(row)
+    return None if row is None else StoredTodo(row)
 
 
 def _not_found(todo_id: int) -> NotFound:
@@ -55,17 +144,14 @@ def get(todo_id: int) -> StoredTodo:
 def insert(connection: Connection, fields: dict[str, Any]) -> StoredTodo:
     """Insert a new todo in the connection's transaction, without committing it."""
     now = naive_utc(utcnow())
-    todo = StoredTodo(
-        id=0,
-        title=fields["title"],
-        description=fields["description"],
-        completed=fields["completed"],
-        deadline_at=naive_utc(fields["deadline_at"]),
-        created_at=now,
-        updated_at=now,
-        version=1,
-    )
-    return todo._replace(id=connection.insert(INSERT_TODO, todo._asdict()))
+    # Naive UTC, as the driver returns stored timestamps, so that the encoders write them alike.
+    values = fields | {
+        "deadline_at": naive_utc(fields["deadline_at"]),
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
+    return StoredTodo.from_values(values | {"id": connection.insert(INSERT_TODO, values)})
 
 
 def create(fields: dict[str, Any]) -> StoredTodo:
@@ -111,7 +197,7 @@ def _update_one(
     """Run an update of one todo; return the todo as it is now, or None if none matched."""
     if returning:
         row = connection.first(statement, values)
-        return None if row is None else StoredTodo._make(row)
+        return None if row is None else StoredTodo(row)
     if connection.execute(statement, values) == 1:
         return _find(connection, values["todo_id"])
     return None
@@ -142,7 +228,7 @@ def _list_parameters(query: TodoListQuery) -> dict[str, Any]:
     }
 
 
-def _execute_list(connection: Connection, parameters: dict[str, Any]) -> list[tuple]:
+def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequence[tuple]:
     statement = select_todos(
         completed=parameters["completed"] is not None,
         window=parameters["horizon"] is not None,
@@ -152,17 +238,19 @@ def _execute_list(connection: Connection, parameters: dict[str, Any]) -> list[tu
     return connection.all(statement, parameters)
 
 
-def page(query: TodoListQuery) -> tuple[list[tuple], int | None]:
+def page(query: TodoListQuery) -> tuple[Sequence[tuple], int | None]:
     """Return one page of todos, and the id to continue after when more follow."""
-    parameters = _list_parameters(query) | {"limit": query.limit + 1}
+    limit = query.limit
+    assert limit is not None, "a page is what a limit asks for; without one, stream()"
+    parameters = _list_parameters(query) | {"limit": limit + 1}
     with connect() as connection:
         rows = _execute_list(connection, parameters)
-    if len(rows) > query.limit:
-        return rows[: query.limit], rows[query.limit - 1][0]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1][0]
     return rows, None
 
 
-def stream(query: TodoListQuery) -> Iterator[list[tuple]]:
+def stream(query: TodoListQuery) -> Iterator[Sequence[tuple]]:
     """Yield every matching todo in batches, read by id in pages of STREAM_BATCH.
 
     Paging by id keeps memory flat on every engine without server-side cursors. The first
@@ -175,8 +263,8 @@ def stream(query: TodoListQuery) -> Iterator[list[tuple]]:
 
 
 def _following_batches(
-    engine: Engine, batch: list[tuple], parameters: dict[str, Any]
-) -> Iterator[list[tuple]]:
+    engine: Engine, batch: Sequence[tuple], parameters: dict[str, Any]
+) -> Iterator[Sequence[tuple]]:
     yield batch
     # Later batches are read after the view has returned, each one only as the server is
     # ready to send it, on a connection held just for that query.

@@ -1,6 +1,7 @@
 """The database object, the declarative base and the one UTC clock."""
 
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData
@@ -31,7 +32,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def naive_utc(value: datetime | None) -> datetime | None:
+MaybeDatetime = TypeVar("MaybeDatetime", datetime, None)
+
+
+def naive_utc(value: MaybeDatetime) -> MaybeDatetime:
     """Return a datetime as naive UTC, the form in which the database stores it."""
     if value is None or value.tzinfo is None:
         return value

@@ -7,8 +7,10 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from todo.models.todo import MAX_VERSION
 
-# Our tags are "<id>-<version>"; longer numbers than any stored one cannot match.
-_ETAG = re.compile(r"(\d{1,19})-(\d{1,10})")
+# Our tags are "<id>-<version>", quoted in headers; numbers longer than any stored id or
+# version cannot match. The OpenAPI document states this pattern.
+ETAG_PATTERN = r'^"([0-9]{1,19})-([0-9]{1,10})"$'
+_ETAG = re.compile(ETAG_PATTERN)
 
 
 def json_body() -> bytes:
@@ -40,7 +42,7 @@ def requested_versions(todo_id: int) -> set[int] | None:
     versions = set()
     # Weak tags never match If-Match: RFC 9110 asks for the strong comparison.
     for tag in request.if_match.as_set():
-        match = _ETAG.fullmatch(tag)
+        match = _ETAG.fullmatch(f'"{tag}"')
         if match and int(match[1]) == todo_id and int(match[2]) <= MAX_VERSION:
             versions.add(int(match[2]))
     return versions

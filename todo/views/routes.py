@@ -1,12 +1,17 @@
-"""The /api/v1 blueprint: thin views that validate, call the store and shape the answer."""
+"""The /api/v1 blueprint: thin views that validate, call the store and shape the answer.
+
+Each view declares its OpenAPI operation beside it (todo.openapi.documented).
+"""
 
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
 from todo import idempotency, store
 from todo.database import database_answers
+from todo.openapi import HEADERS, documented, json_answer, ref, todo_answer
 from todo.schemas import (
     TodoCreate,
+    TodoListQuery,
     TodoUpdate,
     parse_body,
     parse_query,
@@ -29,18 +34,22 @@ class TodoIdConverter(BaseConverter):
         return str(value)
 
 
-@api.record_once
-def _register_converter(state) -> None:
-    state.app.url_map.converters["todo_id"] = TodoIdConverter
-    # A doubled slash is an unknown path (a 404 problem), not an HTML redirect to the real one.
-    state.app.url_map.merge_slashes = False
-
-
 def _todo_response(todo, status: int = 200) -> Response:
     return json_response(todo_json(todo), status, etag_for(todo.id, todo.version))
 
 
 @api.get("/health")
+@documented(
+    tag="health",
+    description='The one error that is not problem details: a 503 carries exactly `{"status": '
+    '"unavailable"}`.',
+    responses={
+        200: json_answer('The database answers: `{"status": "ok"}`.', ref("Health")),
+        503: json_answer(
+            'The database does not answer: `{"status": "unavailable"}`.', ref("Health")
+        ),
+    },
+)
 def health():
     """Check that the service and its database answer."""
     if database_answers():
@@ -49,6 +58,18 @@ def health():
 
 
 @api.get("/todos")
+@documented(
+    query=TodoListQuery,
+    description="Filters combine with AND. Without `limit` every matching todo is returned. "
+    "Any other query parameter, or one given twice, is a 400 that names it.",
+    responses={
+        200: json_answer(
+            "The matching todos, ordered by id.", {"type": "array", "items": ref("TodoOut")}
+        )
+        | {"headers": {"Link": ref("Link", "headers")}},
+    },
+    problems=(400, 503),
+)
 def list_todos():
     """List todos ordered by id, filtered by state and deadline, paged by id."""
     query = parse_query(dict(request.args.lists()))
@@ -63,6 +84,17 @@ def list_todos():
 
 
 @api.get("/todos/<todo_id:todo_id>")
+@documented(
+    headers=("IfNoneMatch",),
+    responses={
+        200: todo_answer("The todo."),
+        304: {
+            "description": "The todo still has the ETag sent in If-None-Match.",
+            "headers": {"ETag": ref("ETag", "headers")},
+        },
+    },
+    problems=(404, 503),
+)
 def get_todo(todo_id: int):
     """Get one todo; If-None-Match with its current ETag answers 304."""
     todo = store.get(todo_id)
@@ -70,6 +102,29 @@ def get_todo(todo_id: int):
 
 
 @api.post("/todos")
+@documented(
+    body=TodoCreate,
+    headers=("IdempotencyKey",),
+    description="Only `title`, `description`, `completed` and `deadline_at` may be sent; any "
+    "other field is a 400 that names it.",
+    responses={
+        201: todo_answer(
+            "The todo, as stored; a replayed Idempotency-Key answers the first response again.",
+            headers={
+                "Location": ref("Location", "headers"),
+                "Idempotent-Replayed": ref("Idempotent-Replayed", "headers"),
+            },
+            links=True,
+        ),
+    },
+    problems=(
+        400,
+        413,
+        415,
+        (422, "The Idempotency-Key was already used with a different body."),
+        503,
+    ),
+)
 def create_todo():
     """Create a todo; an Idempotency-Key makes retries safe."""
     payload = parse_body(TodoCreate, json_body())
@@ -87,6 +142,14 @@ def create_todo():
 
 
 @api.route("/todos/<todo_id:todo_id>", methods=["PUT", "PATCH"])
+@documented(
+    body=TodoUpdate,
+    headers=("IfMatch",),
+    description="A partial update, as PATCH: only the fields sent change; nothing is "
+    "required. `null` clears `description` and `deadline_at`.",
+    responses={200: todo_answer("The updated todo.")},
+    problems=(400, 404, 412, 413, 415, 503),
+)
 def update_todo(todo_id: int):
     """Change the fields sent, leaving the others; If-Match guards against lost updates."""
     changes = parse_body(TodoUpdate, json_body()).changes()
@@ -94,6 +157,24 @@ def update_todo(todo_id: int):
 
 
 @api.delete("/todos/<todo_id:todo_id>")
+@documented(
+    headers=("IfMatch",),
+    description="Deleting is idempotent: when there is no such todo, whatever the id, the "
+    "answer is 200 with `{}`.",
+    responses={
+        200: json_answer(
+            "The deleted todo, or `{}` when there was none.",
+            {
+                "oneOf": [
+                    ref("TodoOut"),
+                    {"type": "object", "maxProperties": 0, "description": "No todo had this id."},
+                ]
+            },
+        )
+        | {"headers": {"ETag": HEADERS["ETag"] | {"required": False}}},
+    },
+    problems=(412, 503),
+)
 def delete_todo(todo_id: int):
     """Delete a todo and answer with it; a missing one answers {} (deleting is idempotent)."""
     todo = store.delete(todo_id, requested_versions(todo_id))
