@@ -7,6 +7,14 @@ import pytest
 _skipped: list[str] = []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test class that takes seconds says so with a `slow = True` attribute, which unittest
+    # ignores; here it becomes the `slow` marker, so that `pytest -m "not slow"` leaves it out.
+    for item in items:
+        if getattr(item.cls, "slow", False):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped:
         _skipped.append(report.nodeid)

@@ -22,7 +22,11 @@ WRONG_TYPES = (1, 1.5, True, [], ["a"], {}, {"a": 1})
 
 
 class BadInputTestCase(AppTestCase):
-    """One stored todo, and checks that a rejected request leaves everything as it was."""
+    """One stored todo, and checks that a rejected request leaves everything as it was.
+
+    A body is checked before any query, so these run on SQLite only; the accepted values at
+    the edges, which do reach the database, are tested on every engine in test_todos.py.
+    """
 
     def setUp(self) -> None:
         super().setUp()
@@ -68,7 +72,6 @@ class BadInputTestCase(AppTestCase):
                 self.assertIn(field, problem["detail"])
 
 
-@across_databases
 class TestFieldsThatCannotBeSent(BadInputTestCase):
     def test_read_only_fields_are_named_as_not_settable(self):
         for field, value in (("id", 7), ("created_at", "2023-01-01T00:00:00"), ("updated_at", 1)):
@@ -122,7 +125,6 @@ class TestFieldsThatCannotBeSent(BadInputTestCase):
         )
 
 
-@across_databases
 class TestTitle(BadInputTestCase):
     def test_missing_title_on_create_is_required(self):
         for body in ({}, {"description": "no title"}, {"completed": True}):
@@ -163,7 +165,6 @@ class TestTitle(BadInputTestCase):
                 )
 
 
-@across_databases
 class TestCompleted(BadInputTestCase):
     def test_only_json_booleans_are_accepted(self):
         for value in ("true", "false", "True", 1, 0, 1.0, 0.0, None, "", "yes", [], {}):
@@ -175,7 +176,6 @@ class TestCompleted(BadInputTestCase):
         )
 
 
-@across_databases
 class TestDescription(BadInputTestCase):
     def test_descriptions_longer_than_120_characters_are_rejected(self):
         for description in ("d" * 121, "é" * 121, "🎉" * 121, "d" * 60_000):
@@ -199,7 +199,6 @@ class TestDescription(BadInputTestCase):
         )
 
 
-@across_databases
 class TestDeadline(BadInputTestCase):
     def test_malformed_deadlines_are_rejected(self):
         for deadline in (
@@ -234,6 +233,8 @@ class TestDeadline(BadInputTestCase):
             "2023-02-27T23:59:60",
             "2023-02-27T00:00:00+24:00",
             "2023-02-27T00:00:00+99:99",
+            "2023-02-27T10:00:00+10:60",
+            "2023-02-27T10:00:00+1099",
             "0000-01-01",
         ):
             self.assertFieldRejected({"title": "x", "deadline_at": deadline}, "deadline_at")
@@ -265,7 +266,6 @@ class TestDeadline(BadInputTestCase):
             self.assertFieldRejected({"title": "x", "deadline_at": deadline}, "deadline_at")
 
 
-@across_databases
 class TestBodyThatIsNotJson(BadInputTestCase):
     NOT_JSON = (
         b"NaN",
@@ -318,7 +318,6 @@ class TestBodyThatIsNotJson(BadInputTestCase):
         self.assertEqual(response.get_json()["title"], "the last one")
 
 
-@across_databases
 class TestContentType(BadInputTestCase):
     def test_bodies_not_declared_as_utf8_json_answer_415(self):
         body = json.dumps({"title": "x"}).encode()
@@ -378,7 +377,6 @@ def padded_body(size: int) -> bytes:
     return body + b" " * (size - len(body))
 
 
-@across_databases
 class TestBodySize(BadInputTestCase):
     LIMIT = 64 * 1024
 
@@ -423,7 +421,6 @@ class TestBodySize(BadInputTestCase):
         self.assertEqual(response.status_code, 201)
 
 
-@across_databases
 class TestConfiguredBodyLimit(BadInputTestCase):
     config = {"MAX_CONTENT_LENGTH": 1024}
 
@@ -438,6 +435,7 @@ class TestConfiguredBodyLimit(BadInputTestCase):
                 self.assertIn("limit of 1024 bytes", problem["detail"])
 
 
+# Ids are checked by the store, beside the queries they would break: on every engine.
 @across_databases
 class TestIdsThatCannotExist(BadInputTestCase):
     IDS = ("0", "-1", "9223372036854775808", "18446744073709551616", "9" * 40, "abc", "1.0")

@@ -9,8 +9,8 @@ from sqlalchemy import inspect
 from tests.base import AppTestCase
 from todo import create_app
 from todo.config import normalize_database_url
+from todo.database import current_revision, head_revision
 from todo.models import db
-from todo.schema import current_revision, head_revision
 
 MEMORY = {"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True}
 

@@ -55,6 +55,13 @@ class TestIdempotentCreate(AppTestCase):
         self.assertProblem(self.post({"title": ""}), 400, "title")
         self.assertEqual(self.post({"title": "valid"}).status_code, 201)
 
+    def test_longest_key_is_accepted(self):
+        self.assertEqual(self.post({"title": "x"}, key="k" * 255).status_code, 201)
+
+
+class TestMalformedKeys(AppTestCase):
+    """A key is checked before the database is asked, so this runs on SQLite only."""
+
     def test_malformed_keys_answer_400_and_create_nothing(self):
         for key in ("", " ", " padded", "x" * 256, "tab\there", "naïve"):
             with self.subTest(key=key):
@@ -65,9 +72,6 @@ class TestIdempotentCreate(AppTestCase):
                 )
                 self.assertProblem(response, 400, "Idempotency-Key")
         self.assertEqual(self.count_todos(), 0)
-
-    def test_longest_key_is_accepted(self):
-        self.assertEqual(self.post({"title": "x"}, key="k" * 255).status_code, 201)
 
 
 @across_databases

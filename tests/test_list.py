@@ -94,14 +94,6 @@ class TestCompletedFilter(ListTestCase):
             with self.subTest(value=value):
                 self.assertEqual(self.titles(f"completed={value}"), ["open", "open too"])
 
-    def test_other_values_answer_400(self):
-        for value in ("", "1", "0", "yes", "no", "t", "f", "null", "truee", "%20true", "true%00"):
-            with self.subTest(value=value):
-                self.assertQueryRejected(f"completed={value}", "completed", "must be true or false")
-
-    def test_parameter_without_a_value_answers_400(self):
-        self.assertQueryRejected("completed", "completed")
-
 
 @across_databases
 class TestWindowFilter(ListTestCase):
@@ -140,25 +132,6 @@ class TestWindowFilter(ListTestCase):
         self.assertEqual(self.titles("window=%2B0"), self.titles("window=0"))
         self.assertEqual(self.titles("window=0001"), self.titles("window=1"))
 
-    def test_bad_windows_answer_400(self):
-        for value, message in (
-            ("-1", "must be at least 0"),
-            ("36501", "must be at most 36500"),
-            ("9" * 40, "must be at most 36500"),
-            ("9" * 5000, "must be at most 36500"),
-            ("-" + "9" * 40, "must be at least 0"),
-            ("1.5", "must be an integer"),
-            ("1e3", "must be an integer"),
-            ("0x10", "must be an integer"),
-            ("abc", "must be an integer"),
-            ("", "must be an integer"),
-            ("%201", "must be an integer"),
-            ("1_000", "must be an integer"),
-            ("%EF%BC%91", "must be an integer"),
-        ):
-            with self.subTest(value=value[:20]):
-                self.assertQueryRejected(f"window={value}", "window", message)
-
 
 @across_databases
 class TestLimit(ListTestCase):
@@ -173,20 +146,6 @@ class TestLimit(ListTestCase):
 
     def test_largest_limit_is_accepted(self):
         self.assertEqual(self.ids("limit=1000"), [1, 2, 3, 4, 5])
-
-    def test_limits_out_of_range_or_not_integers_answer_400(self):
-        for value, message in (
-            ("0", "must be at least 1"),
-            ("-1", "must be at least 1"),
-            ("1001", "must be at most 1000"),
-            ("9" * 40, "must be at most 1000"),
-            ("", "must be an integer"),
-            ("abc", "must be an integer"),
-            ("1.5", "must be an integer"),
-            ("ten", "must be an integer"),
-        ):
-            with self.subTest(value=value):
-                self.assertQueryRejected(f"limit={value}", "limit", message)
 
 
 @across_databases
@@ -221,11 +180,6 @@ class TestAfter(ListTestCase):
                 response = self.get_list(f"after={value}&limit=10")
                 self.assertEqual(response.get_json(), [])
                 self.assertIsNone(response.headers.get("Link"))
-
-    def test_after_that_is_not_an_integer_answers_400(self):
-        for value in ("", "abc", "1.5", "1e3", "%EF%BC%91", "0x1"):
-            with self.subTest(value=value):
-                self.assertQueryRejected(f"after={value}", "after", "must be an integer")
 
 
 @across_databases
@@ -317,6 +271,56 @@ class TestCombinedFilters(ListTestCase):
         )
         self.assertEqual(self.titles("window=1&completed=false&limit=1&after=1"), ["soon open"])
 
+
+class TestBadValues(ListTestCase):
+    """Parameters are checked before the database is asked, so these run on SQLite only."""
+
+    def test_completed_other_than_true_or_false_answers_400(self):
+        for value in ("", "1", "0", "yes", "no", "t", "f", "null", "truee", "%20true", "true%00"):
+            with self.subTest(value=value):
+                self.assertQueryRejected(f"completed={value}", "completed", "must be true or false")
+
+    def test_completed_without_a_value_answers_400(self):
+        self.assertQueryRejected("completed", "completed")
+
+    def test_bad_windows_answer_400(self):
+        for value, message in (
+            ("-1", "must be at least 0"),
+            ("36501", "must be at most 36500"),
+            ("9" * 40, "must be at most 36500"),
+            ("9" * 5000, "must be at most 36500"),
+            ("-" + "9" * 40, "must be at least 0"),
+            ("1.5", "must be an integer"),
+            ("1e3", "must be an integer"),
+            ("0x10", "must be an integer"),
+            ("abc", "must be an integer"),
+            ("", "must be an integer"),
+            ("%201", "must be an integer"),
+            ("1_000", "must be an integer"),
+            ("%EF%BC%91", "must be an integer"),
+        ):
+            with self.subTest(value=value[:20]):
+                self.assertQueryRejected(f"window={value}", "window", message)
+
+    def test_limits_out_of_range_or_not_integers_answer_400(self):
+        for value, message in (
+            ("0", "must be at least 1"),
+            ("-1", "must be at least 1"),
+            ("1001", "must be at most 1000"),
+            ("9" * 40, "must be at most 1000"),
+            ("", "must be an integer"),
+            ("abc", "must be an integer"),
+            ("1.5", "must be an integer"),
+            ("ten", "must be an integer"),
+        ):
+            with self.subTest(value=value):
+                self.assertQueryRejected(f"limit={value}", "limit", message)
+
+    def test_after_that_is_not_an_integer_answers_400(self):
+        for value in ("", "abc", "1.5", "1e3", "%EF%BC%91", "0x1"):
+            with self.subTest(value=value):
+                self.assertQueryRejected(f"after={value}", "after", "must be an integer")
+
     def test_each_bad_parameter_is_named(self):
         problem = self.assertProblem(
             self.client.get(f"{TODOS}?completed=maybe&window=-1&limit=0&after=x"),
@@ -330,8 +334,9 @@ class TestCombinedFilters(ListTestCase):
             self.assertIn(name, problem["detail"])
 
 
-@across_databases
 class TestUnknownAndRepeatedParameters(ListTestCase):
+    """Checked before the database is asked too: SQLite only."""
+
     def test_unknown_parameter_answers_400_naming_it(self):
         for query, name in (
             ("sort=id", "sort"),

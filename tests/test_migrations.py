@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from tests.base import IN_CI, SERVER_DATABASES, reset_database, server_url
+from tests.base import DatabaseTestCase, across_databases
 from todo import create_app
+from todo.database import TUTORIAL_REVISION, alembic_config, current_revision, head_revision
 from todo.models import db
-from todo.schema import TUTORIAL_REVISION, alembic_config, current_revision, head_revision
 
 TUTORIAL_ROWS = [
     (1, "Watch CSSE6400 Lecture", "Week 1", True, "2023-02-27 00:00:00"),
@@ -22,19 +22,12 @@ TUTORIAL_ROWS = [
 ]
 
 
-class MigrationTestCase(unittest.TestCase):
+@across_databases
+class TestMigrations(DatabaseTestCase):
     """Each test starts on an empty database of one kind; SQLite is a temporary file."""
 
-    database = "SQLite"
-
     def setUp(self) -> None:
-        if self.database == "SQLite":
-            folder = tempfile.TemporaryDirectory()
-            self.addCleanup(folder.cleanup)
-            self.url = f"sqlite:///{folder.name}/db.sqlite"
-        else:
-            self.url = server_url(self.database)
-            reset_database(self.url)
+        self.url = self.fresh_database_url()
         self.engine = create_engine(self.url)
         self.addCleanup(self.engine.dispose)
 
@@ -128,14 +121,9 @@ class MigrationTestCase(unittest.TestCase):
         self.assertEqual(count, 2)
 
 
-for _name, _variable in SERVER_DATABASES.items():
-    if server_url(_name) or IN_CI:
-        globals()[f"MigrationTestCaseOn{_name}"] = type(
-            f"MigrationTestCaseOn{_name}", (MigrationTestCase,), {"database": _name}
-        )
-
-
 class TestCommandLine(unittest.TestCase):
+    slow = True
+
     def test_flask_db_upgrade_creates_the_schema_by_hand(self):
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite:///{folder}/db.sqlite"

@@ -2,15 +2,14 @@
 
 import importlib.util
 import re
-import shlex
 import unittest
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from tests.base import IN_CI, AppTestCase
+from tests.examples import curl_requests, parse_http_file
 from todo import create_app
 from todo.openapi import API_PREFIX, SCHEMA_REF, openapi_document
 from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
@@ -18,80 +17,9 @@ from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS_HTTP = ROOT / "endpoints.http"
 README = ROOT / "README.md"
+# Markdown whose curl commands must use only documented operations; README must have some.
+MARKDOWN_WITH_EXAMPLES = (README, ROOT / "docs", ROOT / "bench" / "README.md")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-
-
-@dataclass
-class HttpRequest:
-    """One request of a REST Client / JetBrains HTTP Client file."""
-
-    title: str
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-
-
-def parse_http_file(text: str) -> list[HttpRequest]:
-    """Read the requests of an .http file: `@name = value` variables, `###` between requests."""
-    variables: dict[str, str] = {}
-    requests = []
-    for block in re.split(r"^###", text, flags=re.MULTILINE)[1:]:
-        lines = block.splitlines()
-        title = lines[0].strip()
-        request: HttpRequest | None = None
-        in_body = False
-        for line in lines[1:]:
-            stripped = line.strip()
-            if request is None:
-                if stripped.startswith("@") and "=" in stripped:
-                    name, value = stripped[1:].split("=", 1)
-                    variables[name.strip()] = value.strip()
-                elif stripped.startswith(("#", "//")):
-                    title = title or stripped.lstrip("#/ ")
-                elif stripped:
-                    method, url, *_ = stripped.split()
-                    request = HttpRequest(title, method.upper(), url)
-            elif in_body:
-                request.body += line + "\n"
-            elif not stripped:
-                in_body = True
-            elif not stripped.startswith(("#", "//")):
-                name, value = stripped.split(":", 1)
-                request.headers[name.strip()] = value.strip()
-        if request is not None:
-            requests.append(request)
-    # Variables may be declared before the first ### too.
-    for line in text.split("###", 1)[0].splitlines():
-        if line.strip().startswith("@") and "=" in line:
-            name, value = line.strip()[1:].split("=", 1)
-            variables[name.strip()] = value.strip()
-    for request in requests:
-        request.url = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: variables[m[1]], request.url)
-    return requests
-
-
-_CURL = re.compile(r"\bcurl\s(?:[^\n`]*\\\n)*[^\n`]*")
-_LOCAL_URL = re.compile(r"^(?:https?://)?(?:localhost|127\.0\.0\.1)(?::\d+)?/")
-
-
-def curl_requests(text: str) -> list[tuple[str, str]]:
-    """Return (method, URL) of every curl command in a Markdown text, in code or inline."""
-    found = []
-    for command in _CURL.findall(text):
-        words = shlex.split(command.replace("\\\n", " "), comments=True)
-        method = None
-        for flag, value in zip(words, words[1:], strict=False):
-            if flag in ("-X", "--request"):
-                method = value.upper()
-        if method is None:
-            sends_data = any(word.startswith(("-d", "--data", "--json")) for word in words)
-            method = "POST" if sends_data else "GET"
-        urls = [word for word in words if _LOCAL_URL.match(word)]
-        if urls:
-            url = urls[0] if "://" in urls[0] else "http://" + urls[0]
-            found.append((method, url))
-    return found
 
 
 def path_template(path: str, templates) -> str | None:
@@ -316,7 +244,7 @@ class TestDocsRoutes(AppTestCase):
 
 
 class TestExamplesAgreeWithTheDocument(unittest.TestCase):
-    """endpoints.http and the README's curl commands use only what the document describes."""
+    """endpoints.http and the docs' curl commands use only what the document describes."""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -367,18 +295,24 @@ class TestExamplesAgreeWithTheDocument(unittest.TestCase):
         }
         self.assertLessEqual(listed, used)
 
-    def test_the_readme_curl_commands_use_documented_operations(self):
+    def test_the_curl_commands_of_the_docs_use_documented_operations(self):
         if not README.exists():
             self.skipTest("no README.md yet")
-        commands = curl_requests(README.read_text())
-        self.assertTrue(commands, "no curl commands found in README.md")
-        for method, url in commands:
-            with self.subTest(command=f"{method} {url}"):
-                if "/api/v1/" in url:
-                    try:
-                        self.check_request(method, url)
-                    except NotFound:
-                        self.fail(f"{url} is not a route")
+        self.assertTrue(curl_requests(README.read_text()), "no curl commands found in README.md")
+        files = [
+            path
+            for place in MARKDOWN_WITH_EXAMPLES
+            for path in (sorted(place.glob("*.md")) if place.is_dir() else [place])
+            if path.exists()
+        ]
+        for path in files:
+            for method, url in curl_requests(path.read_text()):
+                with self.subTest(file=str(path.relative_to(ROOT)), command=f"{method} {url}"):
+                    if "/api/v1/" in url:
+                        try:
+                            self.check_request(method, url)
+                        except NotFound:
+                            self.fail(f"{url} is not a route")
 
 
 class TestEndpointsHttpAnswers(AppTestCase):
@@ -412,46 +346,3 @@ class TestEndpointsHttpAnswers(AppTestCase):
                     self.assertIn(response.mimetype, documented["content"])
                 else:
                     self.assertEqual(response.get_data(), b"")
-
-
-class TestHttpFileParser(unittest.TestCase):
-    def test_reads_variables_titles_headers_and_bodies(self):
-        text = (
-            "# intro\n\n@baseUrl = http://127.0.0.1:8000/api/v1\n\n"
-            "### Create a todo\nPOST {{baseUrl}}/todos\nContent-Type: application/json\n\n"
-            '{"title": "x"}\n\n'
-            "###\n# Get it\nGET {{baseUrl}}/todos/1 HTTP/1.1\n"
-        )
-        first, second = parse_http_file(text)
-        self.assertEqual(
-            (first.title, first.method, first.url, first.headers),
-            (
-                "Create a todo",
-                "POST",
-                "http://127.0.0.1:8000/api/v1/todos",
-                {"Content-Type": "application/json"},
-            ),
-        )
-        self.assertEqual(first.body.strip(), '{"title": "x"}')
-        self.assertEqual(
-            (second.title, second.method, second.url),
-            ("Get it", "GET", "http://127.0.0.1:8000/api/v1/todos/1"),
-        )
-
-    def test_reads_curl_commands_across_lines(self):
-        text = (
-            "```sh\ncurl -s http://127.0.0.1:8000/api/v1/todos\n"
-            "curl -X PUT http://127.0.0.1:8000/api/v1/todos/1 \\\n"
-            "  -H 'Content-Type: application/json' -d '{\"completed\": true}'\n"
-            "curl -d '{}' -H 'Content-Type: application/json' http://127.0.0.1:8000/api/v1/todos\n```\n"
-            "Then `curl -si 'localhost:8000/api/v1/todos?limit=2'  # a comment` and more.\n"
-        )
-        self.assertEqual(
-            curl_requests(text),
-            [
-                ("GET", "http://127.0.0.1:8000/api/v1/todos"),
-                ("PUT", "http://127.0.0.1:8000/api/v1/todos/1"),
-                ("POST", "http://127.0.0.1:8000/api/v1/todos"),
-                ("GET", "http://localhost:8000/api/v1/todos?limit=2"),
-            ],
-        )

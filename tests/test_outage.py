@@ -6,7 +6,7 @@ import unittest
 
 from sqlalchemy.engine import URL, make_url
 
-from tests.base import IN_CI, SERVER_DATABASES, reset_database, server_url
+from tests.base import DatabaseTestCase, skip_or_fail_in_ci
 from tests.private_postgres import PrivatePostgres
 from tests.proxy import TcpRelay, closed_port
 from todo import create_app
@@ -59,19 +59,16 @@ class OutageChecks:
 class OutageTests(OutageChecks):
     """Mixed into one test case per database server, below."""
 
-    database: str
+    slow = True
 
     def setUp(self) -> None:
-        url = server_url(self.database)
-        if url is None:
-            raise unittest.SkipTest(f"{SERVER_DATABASES[self.database]} is not set")
-        self.url = make_url(url)
+        self.url = make_url(self.server_database_url())
 
     def test_closed_port_answers_503_promptly(self):
         self.assert_unavailable(self.start_app(closed_port(), SCHEMA_AUTO_UPGRADE=False))
 
     def test_service_recovers_when_the_server_comes_back(self):
-        reset_database(self.url.render_as_string(hide_password=False))
+        self.url = make_url(self.fresh_database_url())
         relay = TcpRelay(self.url.host or "127.0.0.1", self.url.port)
         relay.start()
         self.addCleanup(relay.stop)
@@ -87,7 +84,7 @@ class OutageTests(OutageChecks):
         self.assertEqual(client.post("/api/v1/todos", json={"title": "again"}).status_code, 201)
 
 
-class TestOutageOnPostgres(OutageTests, unittest.TestCase):
+class TestOutageOnPostgres(OutageTests, DatabaseTestCase):
     database = "Postgres"
 
     def test_server_that_never_answers_gives_503_promptly(self):
@@ -97,7 +94,7 @@ class TestOutageOnPostgres(OutageTests, unittest.TestCase):
         self.assert_unavailable(client)
 
 
-class TestOutageOnMySQL(OutageTests, unittest.TestCase):
+class TestOutageOnMySQL(OutageTests, DatabaseTestCase):
     # PyMySQL's connect timeout does not cover a silent server's greeting, so that case
     # takes DATABASE_READ_TIMEOUT there and is not tested here.
     database = "MySQL"
@@ -106,13 +103,13 @@ class TestOutageOnMySQL(OutageTests, unittest.TestCase):
 class TestStoppedPostgresServer(OutageChecks, unittest.TestCase):
     """A real server stopped and started again: its own cluster, so others are not disturbed."""
 
+    slow = True
+
     def setUp(self) -> None:
         try:
             server = PrivatePostgres()
         except FileNotFoundError as error:
-            if IN_CI:
-                raise
-            raise unittest.SkipTest(str(error)) from None
+            skip_or_fail_in_ci(str(error))
         self.addCleanup(server.remove)
         server.start()
         self.server = server
@@ -129,12 +126,3 @@ class TestStoppedPostgresServer(OutageChecks, unittest.TestCase):
         self.assertEqual(client.get("/api/v1/health").get_json(), {"status": "ok"})
         self.assertEqual(client.get("/api/v1/todos").get_json(), [created])
         self.assertEqual(client.post("/api/v1/todos", json={"title": "again"}).status_code, 201)
-
-
-def _require_servers_in_ci() -> None:
-    for name, variable in SERVER_DATABASES.items():
-        if IN_CI and not server_url(name):
-            raise RuntimeError(f"{variable} must be set in CI")
-
-
-_require_servers_in_ci()

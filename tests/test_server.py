@@ -3,21 +3,18 @@
 import random
 import socket
 import sqlite3
-import tempfile
 import threading
-import unittest
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, make_url, text
 
-from tests.base import across_databases, reset_database, reset_server_database, server_url
+from tests.base import DatabaseTestCase, across_databases
 from tests.server import CONFIG, CONNECTION_ERRORS, HOST, Client, Response, Server
-from todo.schema import head_revision
+from todo.database import head_revision
 
 TODOS = "/api/v1/todos"
 WORKERS = 3
@@ -72,37 +69,22 @@ def etag(response: Response) -> str:
     return response.headers["ETag"]
 
 
-class ServerTestCase(unittest.TestCase):
+class ServerTestCase(DatabaseTestCase):
     """Each test starts gunicorn on a fresh database: an SQLite file, or a server's emptied one."""
 
-    database = "SQLite"
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        if cls.database != "SQLite":
-            reset_server_database(cls.database)
+    # Seconds each, not milliseconds: `pytest -m "not slow"` leaves them out (conftest.py).
+    slow = True
 
     def setUp(self) -> None:
-        directory = tempfile.TemporaryDirectory()
-        self.addCleanup(directory.cleanup)
-        self.directory = Path(directory.name)
-        self.databases_made = 0
         self.use_fresh_database()
 
     def use_fresh_database(self) -> None:
         """Point the next server at a database without tables."""
-        self.databases_made += 1
-        self.sqlite_path = self.directory / f"todo-{self.databases_made}.sqlite"
-        if self.database == "SQLite":
-            self.database_url = f"sqlite:///{self.sqlite_path}"
-        else:
-            self.database_url = server_url(self.database)
-            reset_database(self.database_url)
+        self.url = self.fresh_database_url()
 
     def start_server(self, workers: int = WORKERS, config: str | None = CONFIG) -> Server:
         """Start gunicorn on this test's database; it is stopped when the test ends."""
-        server = Server(self.database_url, workers, config)
+        server = Server(self.url, workers, config)
         self.addCleanup(server.close)
         return server.start()
 
@@ -195,7 +177,7 @@ class TestStart(ServerTestCase):
         self.assertSchemaComplete()
 
     def assertSchemaComplete(self) -> None:  # noqa: N802
-        engine = create_engine(self.database_url)
+        engine = create_engine(self.url)
         try:
             with engine.connect() as connection:
                 tables = set(inspect(connection).get_table_names())
@@ -361,7 +343,7 @@ class TestStopping(ServerTestCase):
         finish()
         acknowledged = dict(acknowledged)
         if self.database == "SQLite":
-            with closing(sqlite3.connect(self.sqlite_path)) as connection:
+            with closing(sqlite3.connect(make_url(self.url).database)) as connection:
                 self.assertEqual(connection.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
 
         restarted = self.start_server()

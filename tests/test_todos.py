@@ -81,6 +81,9 @@ class TestDeadlines(AppTestCase):
         self.assertEqual(self.deadline("9999-12-31T23:59:59"), "9999-12-31T23:59:59")
         self.assertEqual(self.deadline("1000-01-01T10:00:00+10:00"), "1000-01-01T00:00:00")
 
+    def test_a_day_before_1000_that_an_offset_brings_into_range_is_accepted(self):
+        self.assertEqual(self.deadline("0999-12-31T23:00:00-02:00"), "1000-01-01T01:00:00")
+
     def test_null_deadline_is_none(self):
         self.assertIsNone(self.create(deadline_at=None)["deadline_at"])
 
