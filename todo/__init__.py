@@ -6,9 +6,9 @@ from typing import Any
 from flask import Flask
 from flask_migrate import Migrate
 
-from todo import database, errors
+from todo import database, errors, headers
 from todo.config import configure
-from todo.database import MIGRATIONS, upgrade_schema
+from todo.database import MIGRATIONS
 from todo.json import OrjsonProvider
 from todo.views.docs import docs
 from todo.views.routes import TodoIdConverter, api
@@ -17,7 +17,7 @@ migrate = Migrate(directory=str(MIGRATIONS))
 
 
 def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, JSON, database, routing, routes, errors, schema."""
+    """Build the app: settings, JSON, database, routing, routes, errors, headers, schema."""
     # No static folder: every path outside the API is an unknown path, answered as a problem.
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     configure(app, config_overrides)
@@ -30,7 +30,6 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(docs, url_prefix="/api/v1")
     errors.init_app(app)
-    if app.config["SCHEMA_AUTO_UPGRADE"]:
-        with app.app_context():
-            upgrade_schema()
+    headers.init_app(app)
+    database.prepare_schema(app)
     return app

@@ -3,6 +3,8 @@
 The schema is brought to the latest migration at start, once, however many workers start.
 """
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -13,11 +15,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import ServiceUnavailable
 
 from todo import driver
 from todo.models import db
@@ -27,6 +30,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 TUTORIAL_REVISION = "0001"
 # Any fixed number: PostgreSQL advisory locks are named by integers.
 _POSTGRES_LOCK_KEY = 0x70D0
+# How long a worker waits before it tries again to bring the schema up to date, while the
+# database does not answer.
+SCHEMA_RETRY_SECONDS = 1.0
+_SCHEMA_STATE = "todo.schema"
 # Errors that mean "the database cannot be reached or is too busy", not "the request is wrong".
 UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
 
@@ -162,3 +169,65 @@ def upgrade_schema() -> None:
                     command.stamp(alembic_config(connection), TUTORIAL_REVISION)
                 command.upgrade(alembic_config(connection), "head")
             connection.commit()
+
+
+class _SchemaState:
+    """Whether an app's schema is known to be up to date, and when to try again if not."""
+
+    def __init__(self, ready: bool):
+        self.ready = ready
+        self.next_attempt = 0.0
+        self.lock = threading.Lock()
+
+
+def prepare_schema(app: Flask) -> None:
+    """Bring the schema up to date now, or, while the database does not answer, later.
+
+    A worker often starts before its database: it must start all the same, answer 503 in
+    the meantime, and create or upgrade the schema on a request once the database answers.
+    """
+    state = _SchemaState(ready=not app.config["SCHEMA_AUTO_UPGRADE"])
+    app.extensions[_SCHEMA_STATE] = state
+    if state.ready:
+        return
+    with app.app_context():
+        try:
+            upgrade_schema()
+        except UNAVAILABLE_ERRORS as error:
+            app.logger.warning("The database is unavailable; the schema waits for it: %s", error)
+            return
+    state.ready = True
+
+
+def _unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The database is unavailable; try again shortly.", retry_after=1)
+
+
+def ensure_schema() -> None:
+    """Return once the schema is up to date; raise a 503 error while the database is away."""
+    state: _SchemaState = current_app.extensions[_SCHEMA_STATE]
+    if state.ready:
+        return
+    # One thread of a worker tries at a time, at most once per SCHEMA_RETRY_SECONDS; the
+    # others answer 503 at once instead of queueing behind a connection attempt.
+    if not state.lock.acquire(blocking=False):
+        raise _unavailable()
+    try:
+        if state.ready:
+            return
+        if time.monotonic() < state.next_attempt:
+            raise _unavailable()
+        state.next_attempt = time.monotonic() + SCHEMA_RETRY_SECONDS
+        upgrade_schema()
+        state.ready = True
+    finally:
+        state.lock.release()
+
+
+def ready() -> bool:
+    """Tell whether the schema is up to date and the database answers."""
+    try:
+        ensure_schema()
+    except (ServiceUnavailable, *UNAVAILABLE_ERRORS):
+        return False
+    return database_answers()

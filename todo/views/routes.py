@@ -6,8 +6,7 @@ Each view declares its OpenAPI operation beside it (todo.openapi.documented).
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from todo import idempotency, store
-from todo.database import database_answers
+from todo import database, idempotency, store
 from todo.openapi import HEADERS, documented, json_answer, ref, todo_answer
 from todo.schemas import (
     TodoCreate,
@@ -22,6 +21,14 @@ from todo.schemas import (
 from todo.views.http import etag_for, json_body, json_response, not_modified, requested_versions
 
 api = Blueprint("api", __name__)
+
+
+@api.before_request
+def _require_schema() -> None:
+    # A worker that started before its database answers 503 until the schema is ready; the
+    # health check says so in its own format.
+    if request.endpoint != "api.health":
+        database.ensure_schema()
 
 
 class TodoIdConverter(BaseConverter):
@@ -52,7 +59,7 @@ def _todo_response(todo, status: int = 200) -> Response:
 )
 def health():
     """Check that the service and its database answer."""
-    if database_answers():
+    if database.ready():
         return {"status": "ok"}
     return {"status": "unavailable"}, 503
 
