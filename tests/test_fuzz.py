@@ -49,6 +49,13 @@ expected-statuses = ["2xx", "304", "404", "412", "422"]
 [[operations]]
 include-method = "DELETE"
 checks.negative_data_rejection.enabled = false
+
+# An entity tag needs quotes, which the coverage phase cannot put in a header: it sends "0" or
+# an empty If-Match/If-None-Match as if it matched their pattern, and the API rightly answers
+# 400. The fuzzing and stateful phases send real tags from the same pattern and check them.
+[[operations]]
+include-path = "/todos/{{todo_id}}"
+phases.coverage.checks.positive_data_acceptance.enabled = false
 """
 
 

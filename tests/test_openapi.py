@@ -203,9 +203,11 @@ class TestDocument(AppTestCase):
             {
                 ("POST", "Idempotency-Key"),
                 ("GET", "If-None-Match"),
-                ("PUT", "If-Match"),
-                ("PATCH", "If-Match"),
-                ("DELETE", "If-Match"),
+                *(
+                    (method, header)
+                    for method in ("PUT", "PATCH", "DELETE")
+                    for header in ("If-Match", "If-None-Match", "If-Unmodified-Since")
+                ),
             },
         )
         self.assertIn("412", paths["/todos/{todo_id}"]["delete"]["responses"])

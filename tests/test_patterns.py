@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flask import Flask
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
@@ -25,7 +26,7 @@ from todo.idempotency import check_key
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.openapi import openapi_document
 from todo.schemas import TodoCreate, format_timestamp, parse_deadline
-from todo.views.http import ETAG_PATTERN, etag_for
+from todo.views.http import ETAG_PATTERN, entity_tags, etag_for
 
 RANDOM = random.Random(6400)
 
@@ -74,6 +75,15 @@ def _written_timestamp(value: str) -> bool:
 def _our_etag(value: str) -> bool:
     match = re.fullmatch(r'"([0-9]+)-([0-9]+)"', value)
     return bool(match) and etag_for(int(match[1]), int(match[2])) == value[1:-1]
+
+
+def _entity_tags_accepted(value: str) -> bool:
+    with Flask(__name__).test_request_context(headers={"If-Match": value}):
+        try:
+            entity_tags("If-Match")
+        except InvalidInput:
+            return False
+    return True
 
 
 def _random_strings(alphabet: str, count: int, longest: int) -> list[str]:
@@ -171,9 +181,19 @@ CHECKS: dict[str, tuple[Callable[[str], bool | None], Callable[[], list[str]]]] 
             '"1-"',
             '"-1"',
             '"1-1-1"',
+            '"01-1"',
+            '"1-01"',
             '"a-1"',
             '""',
         ],
+    ),
+    "entity tags": (
+        _entity_tags_accepted,
+        lambda: (
+            ['"1-1"', "*", " * ", 'W/"1-1", "x,y" ,, "" ,', '"a" "b"', '"1-1" x', '"1-1";']
+            + ['"1-1', ",,,", "", '*, "1-1"', 'w/"1-1"', '"\x7f"', '"\xff"', '"\u0100"']
+            + _random_strings(' ,"W/a*\t', 2000, 8)
+        ),
     ),
     "idempotency key": (
         _key_accepted,
@@ -217,6 +237,8 @@ def _name(path: str) -> str:
         ("/deadline_at", "deadline"),
         ("_at", "timestamp"),
         ("ETag", "etag"),
+        ("/IfMatch", "entity tags"),
+        ("/IfNoneMatch", "entity tags"),
         ("IdempotencyKey", "idempotency key"),
         ("Retry-After", "retry after"),
     ):

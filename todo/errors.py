@@ -1,15 +1,23 @@
 """The errors the app raises, and the one place an exception becomes a response (RFC 9457)."""
 
+import sqlite3
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 from flask import Flask, Response, current_app
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import InternalError as DatabaseInternalError
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from todo.database import UNAVAILABLE_ERRORS
 
 PROBLEM_JSON = "application/problem+json"
+# How each engine says it can store no more: SQLite's file or AUTOINCREMENT ids are full
+# (SQLITE_FULL); PostgreSQL's id sequence reached its maximum (SQLSTATE 2200H); MariaDB's
+# AUTO_INCREMENT left the id column's range (handler error 167; 1467 on MySQL).
+_POSTGRES_SEQUENCE_LIMIT = "2200H"
+_MYSQL_AUTO_INCREMENT_ERRORS = (167, 1467)
 
 
 class InvalidInput(Exception):
@@ -49,7 +57,36 @@ def _invalid_input(error: InvalidInput) -> Response:
     return problem(400, error.detail, **extra)
 
 
+def _database_full(error: Exception) -> bool:
+    """Tell whether a database error says that it can store no more todos."""
+    if not isinstance(error, DBAPIError):
+        return False
+    cause = error.orig
+    # PyMySQL's errors carry MariaDB's error number first.
+    number = cause.args[0] if cause is not None and cause.args else None
+    return (
+        getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or getattr(cause, "sqlstate", None) == _POSTGRES_SEQUENCE_LIMIT
+        or number in _MYSQL_AUTO_INCREMENT_ERRORS
+    )
+
+
+def _no_room(error: Exception) -> Response:
+    # Waiting does not help (ids are never reused), so there is no Retry-After.
+    current_app.logger.error("The database can store no more todos: %s", error)
+    return problem(507, "No more todos can be stored: the database is full.")
+
+
+def _database_error(error: DBAPIError) -> Response:
+    if _database_full(error):
+        return _no_room(error)
+    # Anything else is unexpected: Flask logs it and answers 500.
+    raise error
+
+
 def _database_unavailable(error: Exception) -> Response:
+    if _database_full(error):
+        return _no_room(error)
     current_app.logger.warning("Database unavailable: %s", error)
     return problem(503, "The database is unavailable; try again shortly.", {"Retry-After": "1"})
 
@@ -64,6 +101,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(InvalidInput, _invalid_input)
     for error_class in UNAVAILABLE_ERRORS:
         app.register_error_handler(error_class, _database_unavailable)
+    app.register_error_handler(DataError, _database_error)
+    app.register_error_handler(DatabaseInternalError, _database_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(InternalServerError, _internal_error)
     app.register_error_handler(HTTPException, _http_error)

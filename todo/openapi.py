@@ -21,7 +21,7 @@ from todo.idempotency import KEY_PATTERN
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.models.todo import MAX_ID
 from todo.schemas import Health, TodoCreate, TodoOut, TodoUpdate
-from todo.views.http import ETAG_PATTERN
+from todo.views.http import ENTITY_TAGS_PATTERN, ETAG_PATTERN
 
 API_PREFIX = "/api/v1"
 API_BLUEPRINT = "api"
@@ -132,16 +132,24 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, Any]:
         "IfNoneMatch": {
             "name": "If-None-Match",
             "in": "header",
-            "description": "The ETag you hold: when it is still current the answer is 304, no "
-            "body.",
-            "schema": {"type": "string", "examples": ['"1-1"']},
+            "description": "ETags you hold, compared weakly; `*` matches any version. When one "
+            "is current, GET answers 304 with no body, and PUT, PATCH and DELETE answer 412 and "
+            "change nothing. A malformed value is a 400.",
+            "schema": {"type": "string", "pattern": ENTITY_TAGS_PATTERN, "examples": ['"1-1"']},
         },
         "IfMatch": {
             "name": "If-Match",
             "in": "header",
-            "description": "The ETag you read: when the todo changed since then the answer is "
-            "412 and nothing changes. `*` matches any version.",
-            "schema": {"type": "string", "examples": ['"1-1"']},
+            "description": "ETags you read, compared strongly; `*` matches any version. When "
+            "none is current the answer is 412 and nothing changes. A malformed value is a 400.",
+            "schema": {"type": "string", "pattern": ENTITY_TAGS_PATTERN, "examples": ['"1-1"']},
+        },
+        "IfUnmodifiedSince": {
+            "name": "If-Unmodified-Since",
+            "in": "header",
+            "description": "An HTTP-date: when the todo's `updated_at` is later the answer is 412 "
+            "and nothing changes. Ignored with If-Match, and when it is not an HTTP-date.",
+            "schema": {"type": "string", "examples": ["Mon, 27 Feb 2023 00:00:00 GMT"]},
         },
         "IdempotencyKey": {
             "name": IDEMPOTENCY_KEY,
@@ -179,7 +187,8 @@ def _responses(config: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "NotFound": _problem("There is no todo with this id."),
         "PreconditionFailed": _problem(
-            "The todo changed since the version in If-Match; nothing was changed."
+            "The todo does not meet If-Match, If-None-Match or If-Unmodified-Since; nothing was "
+            "changed."
         ),
         "PayloadTooLarge": _problem(
             f"The body is larger than the limit of {config['MAX_CONTENT_LENGTH']} bytes."
@@ -248,9 +257,9 @@ def documented(
 ) -> Callable[[View], View]:
     """Declare a view's operation: body and query models, headers, answers and problems.
 
-    `headers` name request header parameters (IfMatch, IfNoneMatch, IdempotencyKey); each of
-    `problems` is a status with a shared answer (400, 404, 412, 413, 415, 503), or a status
-    and a description of its own.
+    `headers` name request header parameters (IfMatch, IfNoneMatch, IfUnmodifiedSince,
+    IdempotencyKey); each of `problems` is a status with a shared answer (400, 404, 412, 413,
+    415, 503), or a status and a description of its own.
     """
     operation = Operation(
         responses=responses,
@@ -399,7 +408,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             "RFC 9457 problem details (`application/problem+json`), the health check's 503 "
             "aside: an unknown path answers 404, a method the path does not allow 405 with an "
             "`Allow` header. Responses that carry one todo have a strong ETag for conditional "
-            "requests (If-None-Match, If-Match).",
+            "requests (If-None-Match, If-Match, If-Unmodified-Since).",
         },
         "servers": [{"url": API_PREFIX}],
         "tags": [

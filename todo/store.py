@@ -5,6 +5,7 @@ so a column added there (and in a migration) is read and written by every statem
 """
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from operator import itemgetter
@@ -16,7 +17,7 @@ from werkzeug.exceptions import NotFound, PreconditionFailed
 
 from todo.driver import Connection, Statement
 from todo.models import UTCDateTime, db, naive_utc, utcnow
-from todo.models.todo import MAX_ID, Todo
+from todo.models.todo import MAX_ID, MAX_VERSION, Todo
 from todo.schemas import TodoListQuery
 
 # Every column of the table, in the model's order: the driver's tuples have this shape.
@@ -34,6 +35,13 @@ class StoredTodo(tuple[Any, ...]):
     __slots__ = ()
     id = property(itemgetter(ROW_KEYS.index("id")))
     version = property(itemgetter(ROW_KEYS.index("version")))
+    _updated_at = property(itemgetter(ROW_KEYS.index("updated_at")))
+
+    @property
+    def updated_at(self) -> datetime:
+        """Return when the todo last changed, as naive UTC."""
+        value = self._updated_at
+        return datetime.fromisoformat(value) if isinstance(value, str) else naive_utc(value)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "StoredTodo":
@@ -78,27 +86,75 @@ def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> 
     return Statement(statement)
 
 
-@cache
-def update_todo(fields: frozenset[str], checks_version: bool, returning: bool) -> Statement:
-    """Update the given fields of a todo, and only at `version` when it checks the version.
+# The version after `version`: one more, back to 1 after the largest a column can hold, so
+# that a todo never stops changing its ETag (docs/behaviour.md). The ORM's is Todo's own.
+NEXT_VERSION = sa.case((Todo.version < MAX_VERSION, Todo.version + 1), else_=1)
 
-    Comparing the version in the WHERE clause makes the If-Match check and the write one
-    atomic step on every engine. With `returning`, the statement also reads the todo back
-    as it is after the update (SQLite and PostgreSQL; MariaDB cannot).
+
+@cache
+def update_todo(
+    fields: frozenset[str], checks_version: bool, checks_date: bool, returning: bool
+) -> Statement:
+    """Update the given fields of a todo, only at `version` and if unchanged since `since`.
+
+    Comparing in the WHERE clause makes a precondition and the write one atomic step on
+    every engine. With `returning`, the statement also reads the todo back as it is after
+    the update (SQLite and PostgreSQL; MariaDB cannot).
     """
     statement = (
         sa.update(Todo)
         .where(Todo.id == bindparam("todo_id"))
         .values(
             {name: bindparam(name, type_=Todo.__table__.c[name].type) for name in fields}
-            | {"version": Todo.version + 1, "updated_at": bindparam("now", type_=UTCDateTime())}
+            | {"version": NEXT_VERSION, "updated_at": bindparam("now", type_=UTCDateTime())}
         )
     )
     if checks_version:
         statement = statement.where(Todo.version == bindparam("version"))
+    if checks_date:
+        statement = statement.where(Todo.updated_at <= bindparam("since", type_=UTCDateTime()))
     if returning:
         statement = statement.returning(*ROW_COLUMNS)
     return Statement(statement)
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    """What a write asks of the todo's current state (RFC 9110 §13.1), read from its headers.
+
+    `match`: the versions If-Match accepts (None when any will do: no If-Match, or `*`).
+    `none_match`: the versions If-None-Match refuses; `none_match_any` for `If-None-Match: *`.
+    `unmodified_since`: If-Unmodified-Since as naive UTC (None when absent, ignored or
+    invalid).
+    """
+
+    match: frozenset[int] | None = None
+    none_match: frozenset[int] = frozenset()
+    none_match_any: bool = False
+    unmodified_since: datetime | None = None
+
+    def refusal(self, todo: StoredTodo) -> str | None:
+        """Say why the todo as it is fails a precondition; None when it passes them all."""
+        # In RFC 9110's order (§13.2.2); If-Unmodified-Since counts only without If-Match.
+        if self.match is not None and todo.version not in self.match:
+            return "The todo has changed since the version in If-Match."
+        if self.unmodified_since is not None and todo.updated_at > self.unmodified_since:
+            return "The todo has changed since the date in If-Unmodified-Since."
+        if self.none_match_any:
+            return "The todo exists, and If-None-Match is *."
+        if todo.version in self.none_match:
+            return "The todo's current version is in If-None-Match."
+        return None
+
+    @property
+    def can_pass(self) -> bool:
+        """Tell whether a todo could pass them (`If-None-Match: *` or no version: never)."""
+        return not self.none_match_any and self.match != frozenset()
+
+    @property
+    def fit_one_statement(self) -> bool:
+        """Tell whether the WHERE clause of the update can check them all."""
+        return not self.none_match and (self.match is None or len(self.match) == 1)
 
 
 def can_exist(todo_id: int) -> bool:
@@ -162,33 +218,63 @@ def create(fields: dict[str, Any]) -> StoredTodo:
     return todo
 
 
-def _stale() -> PreconditionFailed:
-    return PreconditionFailed("The todo has changed since the version in If-Match.")
+def update(todo_id: int, changes: dict[str, Any], preconditions: Preconditions) -> StoredTodo:
+    """Apply a partial update, only to a todo that meets the preconditions.
 
-
-def update(todo_id: int, changes: dict[str, Any], versions: set[int] | None) -> StoredTodo:
-    """Apply a partial update, only to a version the client names in If-Match (if any)."""
+    The work is the same however many tags the preconditions name: one UPDATE whose WHERE
+    clause checks them, or, for those it cannot, a locked read and one UPDATE.
+    """
     with connect() as connection:
-        if changes and can_exist(todo_id):
-            returning = connection.dialect.update_returning
-            statement = update_todo(frozenset(changes), versions is not None, returning)
-            if not returning:
-                # The todo is read back after the update, in the same transaction.
-                connection.begin()
-            values = {**changes, "todo_id": todo_id, "now": utcnow()}
-            # Each try is atomic, and at most one can match the todo's one current version.
-            for version in (None,) if versions is None else sorted(versions):
-                todo = _update_one(connection, statement, values | {"version": version}, returning)
-                if todo is not None:
-                    connection.commit()
-                    return todo
+        if changes and can_exist(todo_id) and preconditions.can_pass:
+            if preconditions.fit_one_statement:
+                todo = _update_where(connection, todo_id, changes, preconditions)
+            else:
+                todo = _update_locked(connection, todo_id, changes, preconditions)
+            if todo is not None:
+                connection.commit()
+                return todo
         todo = _find(connection, todo_id)
     if todo is None:
         raise _not_found(todo_id)
-    if changes or (versions is not None and todo.version not in versions):
-        # With changes to make, the todo exists but matched none of the versions.
-        raise _stale()
+    refusal = preconditions.refusal(todo)
+    if refusal is not None:
+        raise PreconditionFailed(refusal)
+    if changes:
+        # The guarded update matched nothing, yet the todo passes now: it changed meanwhile.
+        raise PreconditionFailed("The todo changed while the request was made.")
     return todo
+
+
+def _update_where(
+    connection: Connection, todo_id: int, changes: dict[str, Any], preconditions: Preconditions
+) -> StoredTodo | None:
+    """Update in one statement that checks the preconditions; None if it matched nothing."""
+    (version,) = preconditions.match or (None,)
+    since = preconditions.unmodified_since
+    returning = connection.dialect.update_returning
+    statement = update_todo(frozenset(changes), version is not None, since is not None, returning)
+    values = {**changes, "todo_id": todo_id, "now": utcnow(), "version": version, "since": since}
+    if not returning:
+        # The todo is read back after the update, in the same transaction.
+        connection.begin()
+    return _update_one(connection, statement, values, returning)
+
+
+def _update_locked(
+    connection: Connection, todo_id: int, changes: dict[str, Any], preconditions: Preconditions
+) -> StoredTodo | None:
+    """Read the todo locked, check the preconditions and update it; None if it is missing."""
+    connection.begin()
+    todo = _find(connection, todo_id, lock=True)
+    if todo is None:
+        return None
+    refusal = preconditions.refusal(todo)
+    if refusal is not None:
+        raise PreconditionFailed(refusal)
+    returning = connection.dialect.update_returning
+    statement = update_todo(frozenset(changes), True, False, returning)
+    values = {**changes, "todo_id": todo_id, "now": utcnow(), "version": todo.version}
+    return _update_one(connection, statement, values, returning)
 
 
 def _update_one(
@@ -203,8 +289,8 @@ def _update_one(
     return None
 
 
-def delete(todo_id: int, versions: set[int] | None) -> StoredTodo | None:
-    """Delete a todo and return it as it was; None when there was none."""
+def delete(todo_id: int, preconditions: Preconditions) -> StoredTodo | None:
+    """Delete a todo that meets the preconditions and return it as it was; None if none."""
     with connect() as connection:
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
@@ -212,8 +298,9 @@ def delete(todo_id: int, versions: set[int] | None) -> StoredTodo | None:
         todo = _find(connection, todo_id, lock=True)
         if todo is None:
             return None
-        if versions is not None and todo.version not in versions:
-            raise _stale()
+        refusal = preconditions.refusal(todo)
+        if refusal is not None:
+            raise PreconditionFailed(refusal)
         connection.execute(DELETE_TODO, {"todo_id": todo_id, "version": todo.version})
         connection.commit()
     return todo

@@ -10,12 +10,18 @@ from todo.models import UTCDateTime, db, utcnow
 # The largest id any supported engine can store (a signed 64-bit integer); larger ids cannot
 # exist, so lookups answer "not found" without asking the database.
 MAX_ID = 2**63 - 1
-# Versions are a plain INTEGER column: 32 bits on the database servers.
+# Versions are a plain INTEGER column: 32 bits on the database servers. After the largest
+# one a todo's version goes back to 1 (docs/behaviour.md says why).
 MAX_VERSION = 2**31 - 1
 TITLE_MAX_LENGTH = 80
 DESCRIPTION_MAX_LENGTH = 120
 # Marks a column the API reads and writes but never shows; such columns come last.
 INTERNAL = {"internal": True}
+
+
+def next_version(version: int | None) -> int:
+    """Return the version after this one (the first for a new todo), as the API's UPDATE does."""
+    return 1 if version is None or version >= MAX_VERSION else version + 1
 
 
 class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model class is dynamic
@@ -38,7 +44,7 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
     # Bumped on every change, through the API or the ORM; the ETag is derived from it.
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"), info=INTERNAL)
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": next_version}
 
     def __repr__(self) -> str:
         return f"<Todo {self.id} {self.title!r}>"

@@ -18,9 +18,18 @@ from todo.schemas import (
     todos_json,
     todos_json_stream,
 )
-from todo.views.http import etag_for, json_body, json_response, not_modified, requested_versions
+from todo.views.http import (
+    entity_tags,
+    etag_for,
+    json_body,
+    json_response,
+    not_modified,
+    preconditions,
+)
 
 api = Blueprint("api", __name__)
+# The conditional request headers a write honours (todo.views.http.preconditions).
+PRECONDITIONS = ("IfMatch", "IfNoneMatch", "IfUnmodifiedSince")
 
 
 @api.before_request
@@ -100,12 +109,13 @@ def list_todos():
             "headers": {"ETag": ref("ETag", "headers")},
         },
     },
-    problems=(404, 503),
+    problems=(400, 404, 503),
 )
 def get_todo(todo_id: int):
     """Get one todo; If-None-Match with its current ETag answers 304."""
+    cached = entity_tags("If-None-Match")
     todo = store.get(todo_id)
-    return not_modified(etag_for(todo.id, todo.version)) or _todo_response(todo)
+    return not_modified(cached, todo) or _todo_response(todo)
 
 
 @api.post("/todos")
@@ -130,6 +140,7 @@ def get_todo(todo_id: int):
         415,
         (422, "The Idempotency-Key was already used with a different body."),
         503,
+        (507, "No more todos can be stored: the database has run out of ids or space."),
     ),
 )
 def create_todo():
@@ -151,7 +162,7 @@ def create_todo():
 @api.route("/todos/<todo_id:todo_id>", methods=["PUT", "PATCH"])
 @documented(
     body=TodoUpdate,
-    headers=("IfMatch",),
+    headers=PRECONDITIONS,
     description="A partial update, as PATCH: only the fields sent change; nothing is "
     "required. `null` clears `description` and `deadline_at`.",
     responses={200: todo_answer("The updated todo.")},
@@ -160,12 +171,12 @@ def create_todo():
 def update_todo(todo_id: int):
     """Change the fields sent, leaving the others; If-Match guards against lost updates."""
     changes = parse_body(TodoUpdate, json_body()).changes()
-    return _todo_response(store.update(todo_id, changes, requested_versions(todo_id)))
+    return _todo_response(store.update(todo_id, changes, preconditions(todo_id)))
 
 
 @api.delete("/todos/<todo_id:todo_id>")
 @documented(
-    headers=("IfMatch",),
+    headers=PRECONDITIONS,
     description="Deleting is idempotent: when there is no such todo, whatever the id, the "
     "answer is 200 with `{}`.",
     responses={
@@ -180,11 +191,11 @@ def update_todo(todo_id: int):
         )
         | {"headers": {"ETag": HEADERS["ETag"] | {"required": False}}},
     },
-    problems=(412, 503),
+    problems=(400, 412, 503),
 )
 def delete_todo(todo_id: int):
     """Delete a todo and answer with it; a missing one answers {} (deleting is idempotent)."""
-    todo = store.delete(todo_id, requested_versions(todo_id))
+    todo = store.delete(todo_id, preconditions(todo_id))
     if todo is None:
         return {}
     return _todo_response(todo)
