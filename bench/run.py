@@ -1,4 +1,4 @@
-"""Benchmark the service against the raw-sqlite3 ceiling app, under gunicorn and wrk.
+"""Benchmark the service against the raw-sqlite3 ceiling app, under `todo serve` and wrk.
 
     .venv/bin/python bench/run.py [--quick] [--rounds N] [--duration S] [--memory]
 
@@ -28,13 +28,16 @@ from typing import NamedTuple
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-SERVICE = "todo:create_app()"
-CEILING = "bench.ceiling:app"
-FLOOR = "bench.flask_floor:app"
+TODO = Path(sys.executable).parent / "todo"
+# App factories for the production server: the service's own, and the reference apps'.
+SERVICE = "todo.serve:worker_app"
+CEILING = "bench.frozen:ceiling"
+FLOOR = "bench.frozen:floor"
+# The reference apps run under exactly what `todo serve` runs: its settings, its server.
+RUN_APP = "import sys; from todo import serve; serve.run(serve.settings(), sys.argv[1])"
+SERVER = "todo serve (granian, production settings, access log off)"
 TODOS = 10_000
 MEMORY_TODOS = 100_000
-THREADS = 4
 CONNECTIONS = 8
 # The service's table, for when the service is not there to create it.
 SCHEMA = """CREATE TABLE IF NOT EXISTS todos (
@@ -126,24 +129,22 @@ def tail(log):
 
 @contextlib.contextmanager
 def server(app, db, workers, log):
-    """Run gunicorn on core 0 for `app` on the SQLite file `db`; yield its process and URL."""
+    """Run the production server on core 0 for `app` on the SQLite file `db`; yield it, its URL."""
     port = free_port()
-    # Both apps run under the service's production settings, without the access log.
+    # Every app runs under the service's production settings, without the access log.
     env = {
         **os.environ, "DATABASE_URL": f"sqlite:///{db}", "BENCH_DB": str(db),
-        "GUNICORN_ACCESSLOG": "",
+        "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers),
+        "GRANIAN_LOG_ACCESS_ENABLED": "false", "GRANIAN_WORKERS_KILL_TIMEOUT": "5",
     }  # fmt: skip
-    command = [
-        "taskset", "-c", "0", str(GUNICORN), "-c", "python:todo.gunicorn_conf",
-        "-w", str(workers), "--threads", str(THREADS), "-k", "gthread",
-        "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT), "--graceful-timeout", "5",
-        app,
-    ]  # fmt: skip
+    serve = [str(TODO), "serve"] if app == SERVICE else [sys.executable, "-c", RUN_APP, app]
+    command = ["taskset", "-c", "0", *serve]
     with log.open("ab") as out:
         # A session of its own, so that stopping it stops every worker too.
         proc = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, url, log)
@@ -156,7 +157,7 @@ def wait_ready(proc, url, log, seconds=60):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{tail(log)}")
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{tail(log)}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as response:
                 if response.status == 200:
@@ -261,7 +262,7 @@ def report(samples, rounds, duration):
     """Print the medians over rounds as a markdown table; return whether any request failed."""
     print(
         f"\n{rounds} round(s) × {duration} s per workload; wrk -t2 -c{CONNECTIONS} on core 1;"
-        f" gunicorn -w 2 --threads {THREADS} -k gthread on core 0; medians over rounds\n"
+        f" {SERVER} with 2 workers on core 0; medians over rounds\n"
     )
     print("| workload | service req/s | floor req/s | ceiling req/s | service/ceiling"
           " | target | service/floor | floor/ceiling | service p50/p99 ms"
@@ -322,7 +323,7 @@ def memory(tmp, apps, count):
     """Measure one worker's memory growth and timing while it serves the whole list."""
     source = tmp / "memory-seed.sqlite"
     seed(source, count, apps["service"])
-    print(f"\nGET /api/v1/todos over {count:,} todos; gunicorn -w 1 --threads {THREADS}\n")
+    print(f"\nGET /api/v1/todos over {count:,} todos; {SERVER} with 1 worker\n")
     print("| app | body MB | RSS before MB | RSS after MB | RSS delta MB | peak RSS delta MB"
           " | first byte s | total s |")  # fmt: skip
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
@@ -361,8 +362,8 @@ def main():
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: run `apt-get install -y {package}`")
-    if not GUNICORN.exists():
-        sys.exit(f"No gunicorn beside {sys.executable}: run this with the project's venv Python.")
+    if not TODO.exists():
+        sys.exit(f"No `todo` beside {sys.executable}: run this with the project's venv Python.")
     # Turn a plain kill into an exception, so that the servers are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     apps = {"service": args.service, "floor": FLOOR, "ceiling": CEILING}

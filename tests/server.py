@@ -1,4 +1,4 @@
-"""A real gunicorn serving the app to the tests, and plain HTTP clients that talk to it.
+"""The service started as users start it (`todo serve`), and plain HTTP clients that talk to it.
 
 Everything here is bounded in time: the server must answer its health check within
 START_TIMEOUT, stop within STOP_TIMEOUT, and every request gets an answer within
@@ -8,6 +8,7 @@ REQUEST_TIMEOUT, or the test fails.
 import ctypes
 import http.client
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -17,15 +18,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 APP = "todo:create_app()"
-CONFIG = "python:todo.gunicorn_conf"
+GUNICORN_CONFIG = "python:todo.gunicorn_conf"
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
-# Above the graceful timeout the tests give gunicorn, so a clean stop is never cut short.
+# Above the graceful timeout the tests give the server, so a clean stop is never cut short.
 GRACEFUL_TIMEOUT = 10
 STOP_TIMEOUT = GRACEFUL_TIMEOUT + 10.0
 REQUEST_TIMEOUT = 30.0
@@ -109,33 +111,185 @@ class Client:
         self.close()
 
 
-class Server:
-    """gunicorn in a process group of its own, with the project's configuration by default."""
+def raw_exchange(
+    port: int, data: bytes, then: str = "read", timeout: float = REQUEST_TIMEOUT
+) -> Response | None:
+    """Send raw bytes on a new connection and read the answer.
 
-    def __init__(self, database_url: str, workers: int = 3, config: str | None = CONFIG):
+    `then` is what the client does after sending: "read" the answer, "shut" its sending side
+    first (as a client that gave up sending does) and read, or "close" the connection at once
+    (no answer then).
+    """
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if then == "close":
+            return None
+        if then == "shut":
+            sock.shutdown(socket.SHUT_WR)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        return Response(answer.status, answer.headers, answer.read())
+
+
+def _readable(sockets: list[socket.socket], timeout: float) -> list[socket.socket]:
+    # poll, not select: a test with hundreds of sockets has descriptors past select's 1024.
+    poller = select.poll()
+    by_fd = {sock.fileno(): sock for sock in sockets}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
+
+
+def _at_end(sock: socket.socket) -> bool:
+    try:
+        return not sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True
+
+
+class HostileClients:
+    """Connections that hold a server up: idle, slow to send, or never reading their answer.
+
+    Every socket has a timeout and is closed by `close`; nothing here waits on a clock.
+    """
+
+    TODOS = LONG_LIST = "/api/v1/todos"
+    BODY = b'{"title": "sent slowly"}'
+
+    def __init__(self, port: int, host: str = HOST):
+        self.address = (host, port)
+        self.idle: list[socket.socket] = []
+        self.slow_headers: list[socket.socket] = []
+        self.slow_bodies: list[socket.socket] = []
+        self.non_readers: list[socket.socket] = []
+
+    def _connect(self, receive_buffer: int | None = None) -> socket.socket:
+        sock = socket.socket()
+        if receive_buffer:
+            # A small window: the server soon has to wait for this client to read.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(REQUEST_TIMEOUT)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _request(self, method: str, path: str, lines: str = "") -> bytes:
+        return f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n{lines}".encode()
+
+    def open_idle(self, count: int) -> None:
+        """Connect and send nothing."""
+        self.idle += [self._connect() for _ in range(count)]
+
+    def open_slow_headers(self, count: int) -> None:
+        """Send the start of a request's headers, never their end."""
+        for _ in range(count):
+            sock = self._connect()
+            self.slow_headers.append(sock)
+            sock.sendall(self._request("GET", "/api/v1/todos/1", "Accept: application/json\r\n"))
+
+    def open_slow_bodies(self, count: int) -> None:
+        """Send a create's headers and the first bytes of its body; `finish_body` sends the rest."""
+        head = self._request(
+            "POST",
+            self.TODOS,
+            f"Content-Type: application/json\r\nContent-Length: {len(self.BODY)}\r\n\r\n",
+        )
+        for _ in range(count):
+            sock = self._connect()
+            self.slow_bodies.append(sock)
+            sock.sendall(head + self.BODY[:5])
+
+    def finish_body(self, sock: socket.socket) -> Response:
+        """Send the rest of a slow body and read the answer."""
+        sock.sendall(self.BODY[5:])
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        return Response(answer.status, answer.headers, answer.read())
+
+    def open_non_readers(self, count: int) -> None:
+        """Ask for the whole list and never read it; return once each is being answered."""
+        for _ in range(count):
+            sock = self._connect(receive_buffer=4096)
+            self.non_readers.append(sock)
+            sock.sendall(self._request("GET", self.LONG_LIST, "\r\n"))
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        waiting = list(self.non_readers)
+        while waiting and time.monotonic() < deadline:
+            readable = _readable(waiting, 0.1)
+            waiting = [sock for sock in waiting if sock not in readable]
+        if waiting:
+            raise TimeoutError(f"{len(waiting)} long lists were not being sent")
+
+    def closed_by_the_server(self) -> list[socket.socket]:
+        """Return the idle and slow-header connections the server has closed."""
+        return [sock for sock in _readable(self.idle + self.slow_headers, 0) if _at_end(sock)]
+
+    def close(self) -> None:
+        """Close every connection."""
+        for group in (self.idle, self.slow_headers, self.slow_bodies, self.non_readers):
+            for sock in group:
+                sock.close()
+            group.clear()
+
+
+def todo_command() -> list[str]:
+    """Return the `todo` command installed with the package, as users run it."""
+    script = Path(sys.executable).parent / "todo"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "todo"]
+
+
+def serve_command() -> list[str]:
+    """Return `todo serve`: the production server with the project's settings."""
+    return [*todo_command(), "serve"]
+
+
+def gunicorn_command(config: str | None = None) -> list[str]:
+    """Return `gunicorn "todo:create_app()"`, with a configuration file if given."""
+    options = [f"--config={config}"] if config else []
+    return [sys.executable, "-m", "gunicorn", *options, APP]
+
+
+class Server:
+    """The service in a process group of its own: `todo serve` unless told another command.
+
+    Address, workers and database come from the environment, as users give them: HOST, PORT,
+    WEB_CONCURRENCY and DATABASE_URL (and GUNICORN_CMD_ARGS for the address of a plain
+    gunicorn, which reads PORT only to listen on every interface).
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        workers: int = 3,
+        command: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
         self.database_url = database_url
         self.workers = workers
-        self.config = config
+        self.command = command or serve_command()
+        self.env = dict(env or {})
         self.port = 0
         self.process: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile()
 
     def start(self) -> "Server":
-        """Start gunicorn and wait until its health check answers 200."""
+        """Start the server and wait until its health check answers 200."""
         self.port = free_port()
-        env = os.environ | {"DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
-        env.pop("GUNICORN_CMD_ARGS", None)
-        # Options on the command line win over the configuration file's.
-        options = [
-            f"--bind={HOST}:{self.port}",
-            f"--workers={self.workers}",
-            f"--graceful-timeout={GRACEFUL_TIMEOUT}",
-        ]
-        if self.config:
-            options.append(f"--config={self.config}")
+        env = os.environ | {
+            "DATABASE_URL": self.database_url,
+            "HOST": HOST,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(self.workers),
+            "GRANIAN_WORKERS_KILL_TIMEOUT": str(GRACEFUL_TIMEOUT),
+            "GUNICORN_CMD_ARGS": f"--bind={HOST}:{self.port} --graceful-timeout={GRACEFUL_TIMEOUT}",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *options, APP],
-            env=env,
+            self.command,
+            env=env | self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -154,7 +308,7 @@ class Server:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log()}")
             try:
                 with Client(self.port, timeout=1) as client:
                     if client.request("GET", "/api/v1/health").status == 200:
@@ -163,22 +317,49 @@ class Server:
                 pass
             # Not a timing assumption: only a pause between polls of a bounded wait.
             time.sleep(0.05)
-        raise TimeoutError(f"gunicorn did not become healthy in {START_TIMEOUT} s:\n{self.log()}")
+        raise TimeoutError(f"the server was not healthy within {START_TIMEOUT} s:\n{self.log()}")
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def worker_pids(self) -> set[int]:
+        """Return the process ids of the server's workers (its child processes)."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return {int(child) for child in children}
+
+    def cpu_ticks(self) -> int:
+        """Return the CPU time its workers have used so far, in clock ticks."""
+        ticks = 0
+        for pid in self.worker_pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime and stime
+        return ticks
+
+    def wait_until_quiet(self, window: float = 0.25) -> None:
+        """Wait until the workers use (almost) no CPU: what they were given is done or stuck."""
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        before = self.cpu_ticks()
+        while time.monotonic() < deadline:
+            # Not a timing assumption: the window over which quiet is judged.
+            time.sleep(window)
+            now = self.cpu_ticks()
+            if now - before <= 2:
+                return
+            before = now
+        raise TimeoutError(f"the workers were still busy after {REQUEST_TIMEOUT} s")
 
     def client(self) -> Client:
         """Return a new client of this server."""
         return Client(self.port)
 
     def terminate(self) -> None:
-        """Ask gunicorn to shut down gracefully, as a service manager does; do not wait."""
+        """Ask the server to shut down gracefully, as a service manager does; do not wait."""
         self.process.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        """Wait for gunicorn to exit; return its exit code."""
+        """Wait for the server to exit; return its exit code."""
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -186,7 +367,7 @@ class Server:
             raise
 
     def kill(self) -> None:
-        """Kill gunicorn and its workers at once with SIGKILL, as a crash would."""
+        """Kill the server and its workers at once with SIGKILL, as a crash would."""
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -194,14 +375,14 @@ class Server:
         self.process.wait(STOP_TIMEOUT)
 
     def stop(self) -> None:
-        """Stop gunicorn gracefully if it still runs."""
+        """Stop the server gracefully if it still runs."""
         if self.running:
             self.terminate()
             # A server that does not stop in time is killed, and the test fails.
             self.wait()
 
     def log(self) -> str:
-        """Return everything gunicorn and the app have written so far."""
+        """Return everything the server and the app have written so far."""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 

@@ -397,28 +397,65 @@ class TestBodySize(BadInputTestCase):
                 with self.subTest(method=method, size=size):
                     self.assertRejected(413, method, path, padded_body(size))
 
-    def test_body_over_the_limit_without_content_length_answers_413(self):
-        # A chunked upload: no Content-Length, the server marks where the body ends.
-        for method, path in WRITES:
-            with self.subTest(method=method):
-                self.assertRejected(
-                    413,
-                    method,
-                    path,
-                    input_stream=io.BytesIO(padded_body(self.LIMIT + 1)),
-                    headers={"Transfer-Encoding": "chunked"},
-                    environ_overrides={"wsgi.input_terminated": True},
-                )
+    def test_chunked_body_answers_411_before_it_is_read(self):
+        # A server may pass on the part of a broken chunked body that arrived, which can be a
+        # whole JSON document: a body is trusted to be whole only from its Content-Length.
+        for size in (self.LIMIT, self.LIMIT + 1):
+            for method, path in WRITES:
+                with self.subTest(method=method, size=size):
+                    self.assertRejected(
+                        411,
+                        method,
+                        path,
+                        input_stream=io.BytesIO(padded_body(size)),
+                        headers={"Transfer-Encoding": "chunked"},
+                        environ_overrides={"wsgi.input_terminated": True},
+                    )
 
-    def test_body_within_the_limit_without_content_length_is_accepted(self):
-        response = self.client.post(
+    def test_the_content_type_is_checked_before_the_transfer_coding(self):
+        self.assertRejected(
+            415,
+            "POST",
             TODOS,
-            input_stream=io.BytesIO(padded_body(self.LIMIT)),
-            content_type=JSON,
+            input_stream=io.BytesIO(b'{"title": "x"}'),
+            content_type="text/plain",
             headers={"Transfer-Encoding": "chunked"},
             environ_overrides={"wsgi.input_terminated": True},
         )
-        self.assertEqual(response.status_code, 201)
+
+    def test_other_transfer_codings_answer_501(self):
+        for coding in ("gzip, chunked", "deflate", "identity"):
+            for method, path in WRITES:
+                with self.subTest(method=method, coding=coding):
+                    problem = self.assertRejected(
+                        501,
+                        method,
+                        path,
+                        input_stream=io.BytesIO(b'{"title": "x"}'),
+                        headers={"Transfer-Encoding": coding},
+                        environ_overrides={"wsgi.input_terminated": True},
+                    )
+                    self.assertIn(repr(coding.split(",")[0]), problem["detail"])
+
+    def test_body_shorter_than_its_content_length_answers_400(self):
+        # What a server hands over from a client that gave up half-way: a whole JSON document,
+        # short of the length announced.
+        body = b'{"title": "cut short"}'
+        for method, path in WRITES:
+            with self.subTest(method=method):
+                problem = self.assertRejected(
+                    400,
+                    method,
+                    path,
+                    input_stream=io.BytesIO(body),
+                    environ_overrides={
+                        "CONTENT_LENGTH": str(len(body) + 1),
+                        "wsgi.input_terminated": True,
+                    },
+                )
+                self.assertIn(
+                    f"ended after {len(body)} of the {len(body) + 1} bytes", problem["detail"]
+                )
 
 
 class TestConfiguredBodyLimit(BadInputTestCase):

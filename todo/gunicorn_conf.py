@@ -1,4 +1,6 @@
-"""Production settings for gunicorn: `gunicorn -c python:todo.gunicorn_conf "todo:create_app()"`.
+"""Settings for gunicorn, the alternative to `todo serve` (todo/serve.py, the production server):
+`gunicorn -c python:todo.gunicorn_conf "todo:create_app()"`. Run it behind a buffering proxy
+only (docs/deployment.md says why).
 
 Every setting can be changed through the environment; gunicorn's own command-line options and
 `GUNICORN_CMD_ARGS` still win over this file.

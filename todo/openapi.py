@@ -172,9 +172,11 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, Any]:
 _PROBLEMS = {
     400: "BadRequest",
     404: "NotFound",
+    411: "LengthRequired",
     412: "PreconditionFailed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    501: "NotImplemented",
     503: "Unavailable",
 }
 
@@ -190,6 +192,11 @@ def _responses(config: Mapping[str, Any]) -> dict[str, Any]:
             "The todo does not meet If-Match, If-None-Match or If-Unmodified-Since; nothing was "
             "changed."
         ),
+        "LengthRequired": _problem(
+            "The body was sent chunked: send it with a Content-Length (a proxy in front may "
+            "turn a chunked upload into one)."
+        ),
+        "NotImplemented": _problem("The body was sent in a transfer coding other than chunked."),
         "PayloadTooLarge": _problem(
             f"The body is larger than the limit of {config['MAX_CONTENT_LENGTH']} bytes."
         ),

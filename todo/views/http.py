@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Response, request
-from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, LengthRequired, UnsupportedMediaType
+from werkzeug.exceptions import NotImplemented as NotImplementedHere
 
 from todo.errors import InvalidInput
 from todo.models.todo import MAX_VERSION
@@ -49,14 +50,28 @@ def json_body() -> bytes:
         raise UnsupportedMediaType("Send the request body as JSON: Content-Type: application/json.")
     if request.content_encoding not in (None, "", "identity"):
         raise UnsupportedMediaType("Send the request body without a Content-Encoding.")
+    if "Transfer-Encoding" in request.headers:
+        _refuse_transfer_coding(request.headers["Transfer-Encoding"])
     body = request.get_data(cache=False)
-    limit = request.max_content_length
-    # Werkzeug cuts a body sent without Content-Length (chunked) at the limit without a word;
-    # a byte left over means the body was too large, not that it ended there.
-    if request.content_length is None and limit is not None and len(body) >= limit:
-        if request.input_stream.read(1):
-            raise RequestEntityTooLarge()
+    # A server hands over what arrived, also from a client that gave up half-way: only
+    # Content-Length tells a whole body from the start of one.
+    expected = request.content_length or 0
+    if len(body) < expected:
+        raise BadRequest(
+            f"The request body ended after {len(body)} of the {expected} bytes"
+            " that its Content-Length announced."
+        )
     return body
+
+
+def _refuse_transfer_coding(value: str) -> None:
+    # A server may swallow a broken chunked framing and pass on the part before it, which can
+    # be a whole JSON document (granian does): a body's end is trusted only from its length.
+    codings = [coding.strip().lower() for coding in value.split(",")]
+    unknown = [coding for coding in codings if coding != "chunked"]
+    if unknown:
+        raise NotImplementedHere(f"The transfer coding {unknown[0]!r} is not supported.")
+    raise LengthRequired("Send the request body with a Content-Length, not chunked.")
 
 
 def etag_for(todo_id: int, version: int) -> str:

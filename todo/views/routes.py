@@ -136,10 +136,12 @@ def get_todo(todo_id: int):
     },
     problems=(
         400,
+        411,
         413,
         415,
         (422, "The Idempotency-Key was already used with a different body."),
         503,
+        501,
         (507, "No more todos can be stored: the database has run out of ids or space."),
     ),
 )
@@ -166,7 +168,7 @@ def create_todo():
     description="A partial update, as PATCH: only the fields sent change; nothing is "
     "required. `null` clears `description` and `deadline_at`.",
     responses={200: todo_answer("The updated todo.")},
-    problems=(400, 404, 412, 413, 415, 503),
+    problems=(400, 404, 411, 412, 413, 415, 501, 503),
 )
 def update_todo(todo_id: int):
     """Change the fields sent, leaving the others; If-Match guards against lost updates."""
