@@ -275,8 +275,8 @@ class Server:
         self.process: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile()
 
-    def start(self) -> "Server":
-        """Start the server and wait until its health check answers 200."""
+    def start(self, health: int = 200) -> "Server":
+        """Start the server and wait until its health check answers `health` (200: healthy)."""
         self.port = free_port()
         env = os.environ | {
             "DATABASE_URL": self.database_url,
@@ -298,20 +298,20 @@ class Server:
             preexec_fn=_stop_when_the_tests_die,
         )
         try:
-            self._wait_until_healthy()
+            self._wait_until_healthy(health)
         except BaseException:
             self.kill()
             raise
         return self
 
-    def _wait_until_healthy(self) -> None:
+    def _wait_until_healthy(self, health: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log()}")
             try:
                 with Client(self.port, timeout=1) as client:
-                    if client.request("GET", "/api/v1/health").status == 200:
+                    if client.request("GET", "/api/v1/health").status == health:
                         return
             except CONNECTION_ERRORS:
                 pass

@@ -8,11 +8,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -303,6 +305,36 @@ class TestWorkers(ServerTestCase):
             with server.client() as client:
                 response = client.request("POST", TODOS, {"title": f"after {step}"})
             self.assertEqual(response.status, 201)
+
+
+# Whether a server starts before its database is the server's business: SQLite only (the app
+# level is tested on all three in tests/test_outage.py).
+class TestStartingBeforeTheDatabase(ServerTestCase):
+    """A server whose workers start before their database (a volume mounted late)."""
+
+    def test_the_server_starts_answers_503_and_serves_once_the_database_is_there(self):
+        parent = tempfile.TemporaryDirectory()
+        self.addCleanup(parent.cleanup)
+        folder = Path(parent.name) / "later"
+        server = Server(f"sqlite:///{folder / 'todo.sqlite'}", workers=2)
+        self.addCleanup(server.close)
+        server.start(health=503)
+        with server.client() as client:
+            response = client.request("POST", TODOS, {"title": "too early"})
+        self.assertEqual(response.status, 503)
+        self.assertIn("Retry-After", response.headers)
+
+        folder.mkdir()
+        deadline = time.monotonic() + 10
+        while True:
+            with server.client() as client:
+                response = client.request("POST", TODOS, {"title": "on time"})
+            if response.status == 201 or time.monotonic() > deadline:
+                break
+            # Not a timing assumption: only a pause between polls of a bounded wait.
+            time.sleep(0.05)
+        self.assertEqual(response.status, 201, response.body)
+        self.assertEqual([todo["title"] for todo in self.list_todos(server).values()], ["on time"])
 
 
 @across_databases

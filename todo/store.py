@@ -264,17 +264,26 @@ def _update_locked(
     connection: Connection, todo_id: int, changes: dict[str, Any], preconditions: Preconditions
 ) -> StoredTodo | None:
     """Read the todo locked, check the preconditions and update it; None if it is missing."""
-    connection.begin()
-    todo = _find(connection, todo_id, lock=True)
+    todo = _find_locked(connection, todo_id, preconditions)
     if todo is None:
         return None
-    refusal = preconditions.refusal(todo)
-    if refusal is not None:
-        raise PreconditionFailed(refusal)
     returning = connection.dialect.update_returning
     statement = update_todo(frozenset(changes), True, False, returning)
     values = {**changes, "todo_id": todo_id, "now": utcnow(), "version": todo.version}
     return _update_one(connection, statement, values, returning)
+
+
+def _find_locked(
+    connection: Connection, todo_id: int, preconditions: Preconditions
+) -> StoredTodo | None:
+    """Begin a transaction, read the todo locked in it and check the preconditions (412)."""
+    connection.begin()
+    todo = _find(connection, todo_id, lock=True)
+    if todo is not None:
+        refusal = preconditions.refusal(todo)
+        if refusal is not None:
+            raise PreconditionFailed(refusal)
+    return todo
 
 
 def _update_one(
@@ -294,13 +303,9 @@ def delete(todo_id: int, preconditions: Preconditions) -> StoredTodo | None:
     with connect() as connection:
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
-        connection.begin()
-        todo = _find(connection, todo_id, lock=True)
+        todo = _find_locked(connection, todo_id, preconditions)
         if todo is None:
             return None
-        refusal = preconditions.refusal(todo)
-        if refusal is not None:
-            raise PreconditionFailed(refusal)
         connection.execute(DELETE_TODO, {"todo_id": todo_id, "version": todo.version})
         connection.commit()
     return todo
