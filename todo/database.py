@@ -3,6 +3,7 @@
 The schema is brought to the latest migration at start, once, however many workers start.
 """
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ _POSTGRES_LOCK_KEY = 0x70D0
 # database does not answer.
 SCHEMA_RETRY_SECONDS = 1.0
 _SCHEMA_STATE = "todo.schema"
+# How long a starting worker pauses before it tries again a SQLite file another one has locked.
+SQLITE_LOCKED_PAUSE = 0.05
 # Errors that mean "the database cannot be reached or is too busy", not "the request is wrong".
 UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
 
@@ -190,13 +193,27 @@ def prepare_schema(app: Flask) -> None:
     app.extensions[_SCHEMA_STATE] = state
     if state.ready:
         return
+    # Workers that start together on a new SQLite file can find it locked while the first
+    # one switches it to WAL, without waiting for the busy timeout: that is another worker at
+    # work, not an absent database, so this one waits for it as long as a write would.
+    patience = time.monotonic() + app.config["SQLITE_BUSY_TIMEOUT"]
     with app.app_context():
-        try:
-            upgrade_schema()
-        except UNAVAILABLE_ERRORS as error:
-            app.logger.warning("The database is unavailable; the schema waits for it: %s", error)
-            return
+        while True:
+            try:
+                upgrade_schema()
+                break
+            except UNAVAILABLE_ERRORS as error:
+                if _sqlite_locked(error) and time.monotonic() < patience:
+                    time.sleep(SQLITE_LOCKED_PAUSE)
+                    continue
+                app.logger.warning("The database is unavailable; the schema waits: %s", error)
+                return
     state.ready = True
+
+
+def _sqlite_locked(error: Exception) -> bool:
+    cause = getattr(error, "orig", None)
+    return isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause)
 
 
 def _unavailable() -> ServiceUnavailable:
