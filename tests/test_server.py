@@ -27,6 +27,7 @@ from tests.server import (
     GUNICORN_CONFIG,
     HOST,
     REQUEST_TIMEOUT,
+    START_TIMEOUT,
     Client,
     HostileClients,
     Response,
@@ -119,10 +120,22 @@ class ServerTestCase(DatabaseTestCase):
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Server:
-        """Start `todo serve` (or `command`) on this test's database; stopped when the test ends."""
+        """Start `todo serve` (or `command`) on this test's database; stopped when the test ends.
+
+        With `todo serve`, it returns once every worker has started: a worker still building
+        its app when it is told to stop is killed at the end of the graceful timeout, which
+        the stopping tests would take for a worker that refused to stop.
+        """
         server = Server(self.url, workers, command, env)
         self.addCleanup(server.close)
-        return server.start()
+        server.start()
+        if command is None:
+            deadline = time.monotonic() + START_TIMEOUT
+            while server.log().count(STARTED_WORKER["todo serve"]) < workers:
+                self.assertLess(time.monotonic(), deadline, server.log()[-3000:])
+                # Not a timing assumption: only a pause between polls of a bounded wait.
+                time.sleep(0.05)
+        return server
 
     def seed(self, count: int) -> None:
         """Store `count` todos straight into this test's database, creating its schema first."""
