@@ -1,5 +1,6 @@
 """The base classes of the tests: a class per database, a fresh app on it, small helpers."""
 
+import base64
 import os
 import sys
 import tempfile
@@ -18,7 +19,7 @@ IN_CI = os.environ.get("CI") == "true"
 # Database servers the suite also runs on, by the environment variable that names each.
 SERVER_DATABASES = {"Postgres": "TODO_TEST_POSTGRES_URL", "MySQL": "TODO_TEST_MYSQL_URL"}
 # Tables of the app, children first, so that they can be emptied in order.
-TABLES = ("idempotency_keys", "todos")
+TABLES = ("idempotency_keys", "todos", "tokens", "users")
 
 
 def server_url(name: str) -> str | None:
@@ -55,8 +56,11 @@ def empty_tables(app) -> None:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         else:
+            # A table that another one refers to cannot be truncated while MariaDB checks.
+            connection.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
             for table in TABLES:
                 connection.exec_driver_sql(f"TRUNCATE TABLE {table}")
+            connection.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
         db.session.commit()
 
 
@@ -171,3 +175,39 @@ def across_databases(cls: DatabaseTestClass) -> DatabaseTestClass:
         copy.__module__ = cls.__module__
         setattr(module, copy.__name__, copy)
     return cls
+
+
+# Accounts (AUTH token): settings, and the headers and steps that get a user a token.
+TOKEN_MODE = {"AUTH": "token", "REGISTRATION": "open"}
+REDIS_URL = os.environ.get("TODO_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+PASSWORD = "correct horse battery"
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    """Return the Authorization header of HTTP Basic credentials, written as UTF-8."""
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {credentials}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Return the Authorization header that presents a bearer token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def sign_up(client, username: str, password: str = PASSWORD) -> str:
+    """Register a user through the API and return a new token of theirs (needs TOKEN_MODE)."""
+    response = client.post("/api/v1/users", json={"username": username, "password": password})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    response = client.post("/api/v1/tokens", headers=basic(username, password))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["token"]
+
+
+def require_redis(url: str = REDIS_URL) -> None:
+    """Skip a test without a reachable Redis; fail it in CI, where Redis must be there."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.RedisError as error:
+        skip_or_fail_in_ci(f"Redis is not reachable at {url}: {error}")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from flask import Flask
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
@@ -25,7 +26,7 @@ from todo.errors import InvalidInput
 from todo.idempotency import check_key
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.openapi import openapi_document
-from todo.schemas import TodoCreate, format_timestamp, parse_deadline
+from todo.schemas import TodoCreate, UserCreate, format_timestamp, parse_body, parse_deadline
 from todo.views.http import ETAG_PATTERN, entity_tags, etag_for
 
 RANDOM = random.Random(6400)
@@ -60,6 +61,14 @@ def _deadline_accepted(value: str) -> bool | None:
 def _key_accepted(value: str) -> bool:
     try:
         check_key(value)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _username_accepted(value: str) -> bool:
+    try:
+        parse_body(UserCreate, orjson.dumps({"username": value, "password": "long enough"}))
     except InvalidInput:
         return False
     return True
@@ -212,6 +221,13 @@ CHECKS: dict[str, tuple[Callable[[str], bool | None], Callable[[], list[str]]]] 
             + _random_strings(" !~a\x7f\x1f", 2000, 5)
         ),
     ),
+    "username": (
+        _username_accepted,
+        lambda: (
+            ["alice", "A.b_c-9", "", "a b", "é", "a\n", "x" * 64, "x" * 65, "a:b"]
+            + _random_strings("aZ9._- :\u0131\u212a", 2000, 66)
+        ),
+    ),
     "retry after": (str.isdigit, lambda: ["1", "120", "", "-1", "1.5", " 1"]),
 }
 
@@ -233,6 +249,7 @@ def _name(path: str) -> str:
     for fragment, name in (
         ("/TodoOut/properties/deadline_at", "timestamp"),
         ("/title", "title"),
+        ("/username", "username"),
         ("/description", "description"),
         ("/deadline_at", "deadline"),
         ("_at", "timestamp"),

@@ -6,10 +6,11 @@ from typing import Any
 from flask import Flask
 from flask_migrate import Migrate
 
-from todo import database, errors, headers
+from todo import cli, database, errors, headers, limits
 from todo.config import configure
 from todo.database import MIGRATIONS
 from todo.json import OrjsonProvider
+from todo.views.accounts import accounts_api
 from todo.views.docs import docs
 from todo.views.routes import TodoIdConverter, api
 
@@ -17,7 +18,8 @@ migrate = Migrate(directory=str(MIGRATIONS))
 
 
 def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, JSON, database, routing, routes, errors, headers, schema."""
+    """Build the app: settings, JSON, database, routing, limits, routes, errors, headers, CLI,
+    schema."""
     # No static folder: every path outside the API is an unknown path, answered as a problem.
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     configure(app, config_overrides)
@@ -27,9 +29,13 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["todo_id"] = TodoIdConverter
     # A doubled slash is an unknown path (a 404 problem), not an HTML redirect to the real one.
     app.url_map.merge_slashes = False
+    limits.init_app(app)
     app.register_blueprint(api, url_prefix="/api/v1")
+    if app.config["AUTH"] == "token":
+        app.register_blueprint(accounts_api, url_prefix="/api/v1")
     app.register_blueprint(docs, url_prefix="/api/v1")
     errors.init_app(app)
     headers.init_app(app)
+    cli.init_app(app)
     database.prepare_schema(app)
     return app

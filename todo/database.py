@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -239,6 +239,15 @@ def ensure_schema() -> None:
         state.ready = True
     finally:
         state.lock.release()
+
+
+def require_schema() -> None:
+    """Before an API request: answer 503 until the schema is ready.
+
+    The health check says so in its own format, so it goes on.
+    """
+    if request.endpoint != "api.health":
+        ensure_schema()
 
 
 def ready() -> bool:

@@ -1,15 +1,43 @@
-"""Headers that every response carries, whatever answered it."""
+"""Headers that responses carry whatever answered them: security, caching, and CORS."""
 
-from flask import Flask, Response
+from flask import Flask, Response, request
+from flask_cors import CORS
+
+# What a browser app on an allowed origin may send and read (CORS_ORIGINS).
+CORS_ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "Idempotency-Key",
+)
+CORS_EXPOSED_HEADERS = ("ETag", "Location", "Link", "Retry-After", "Idempotent-Replayed")
 
 
 def _add_security_headers(response: Response) -> Response:
     # Browsers must take a response for the type it says it is: a JSON body is never run as
     # a script or shown as a page, whatever a client managed to put in it.
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # An answer to a bearer request is that user's alone, error or not: no shared cache may
+    # keep it, and a private one must not hand it to a request with another token.
+    scheme = request.headers.get("Authorization", "").partition(" ")[0]
+    if scheme.lower() == "bearer":
+        response.headers["Cache-Control"] = "private"
+        response.vary.add("Authorization")
     return response
 
 
 def init_app(app: Flask) -> None:
     """Add the headers to every response of the app, errors included."""
     app.after_request(_add_security_headers)
+    origins = app.config["CORS_ORIGINS"]
+    if origins:
+        CORS(
+            app,
+            resources={r"/api/*": {}},
+            origins="*" if origins in (["*"], "*") else origins,
+            allow_headers=list(CORS_ALLOWED_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            max_age=600,
+        )

@@ -16,7 +16,7 @@ from todo import store
 from todo.driver import Statement
 from todo.errors import InvalidInput
 from todo.models import UTCDateTime, utcnow
-from todo.models.idempotency import KEY_MAX_LENGTH, IdempotencyKey
+from todo.models.idempotency import KEY_MAX_LENGTH, NO_OWNER, IdempotencyKey
 from todo.schemas import TodoCreate, todo_json
 
 HEADER = "Idempotency-Key"
@@ -36,19 +36,23 @@ SELECT_KEY = Statement(
         IdempotencyKey.todo_id,
         IdempotencyKey.response,
         IdempotencyKey.created_at < bindparam("cutoff", type_=UTCDateTime()),
-    ).where(IdempotencyKey.key == bindparam("key"))
+    ).where(IdempotencyKey.owner_id == bindparam("owner"), IdempotencyKey.key == bindparam("key"))
 )
 INSERT_KEY = Statement(
     insert(IdempotencyKey).values(
         {name: bindparam(name) for name in ("key", "fingerprint", "todo_id", "response")}
-        | {"created_at": bindparam("now", type_=UTCDateTime())}
+        | {"owner_id": bindparam("owner"), "created_at": bindparam("now", type_=UTCDateTime())}
     )
 )
-# Keys older than `cutoff`: all of them, or the one named `key`.
+# Keys older than `cutoff`: all of them, or the one named `key` of `owner`.
 _EXPIRED = IdempotencyKey.created_at < bindparam("cutoff")
 DELETE_EXPIRED_KEYS = Statement(delete(IdempotencyKey).where(_EXPIRED))
 DELETE_EXPIRED_KEY = Statement(
-    delete(IdempotencyKey).where(_EXPIRED, IdempotencyKey.key == bindparam("key"))
+    delete(IdempotencyKey).where(
+        _EXPIRED,
+        IdempotencyKey.owner_id == bindparam("owner"),
+        IdempotencyKey.key == bindparam("key"),
+    )
 )
 
 
@@ -77,8 +81,11 @@ def fingerprint(payload: TodoCreate) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def create_once(key: str, payload: TodoCreate) -> Created:
-    """Create the todo unless this key already did; replay the first answer if so."""
+def create_once(key: str, payload: TodoCreate, owner: int | None) -> Created:
+    """Create the owner's todo unless their key already did; replay the first answer if so.
+
+    Keys belong to their owner: two users sending one key create two todos.
+    """
     digest = fingerprint(payload)
     # The second attempt runs only after a concurrent request with the same key won the race.
     for _ in range(2):
@@ -87,7 +94,11 @@ def create_once(key: str, payload: TodoCreate) -> Created:
             now = utcnow()
             # Read first and write only when needed: on MariaDB a DELETE of a key that is
             # not there locks the gap, and two such requests would deadlock on the insert.
-            known = {"key": key, "cutoff": now - _ttl()}
+            known = {
+                "key": key,
+                "owner": NO_OWNER if owner is None else owner,
+                "cutoff": now - _ttl(),
+            }
             remembered = connection.first(SELECT_KEY, known)
             if remembered is not None:
                 remembered_digest, todo_id, response, expired = remembered
@@ -99,9 +110,9 @@ def create_once(key: str, payload: TodoCreate) -> Created:
                     )
                 else:
                     return Created(response.encode(), todo_id, replayed=True)
-            todo = store.insert(connection, payload.model_dump())
+            todo = store.insert(connection, payload.model_dump(), owner)
             body = todo_json(todo)
-            remember = {"key": key, "fingerprint": digest, "todo_id": todo.id, "now": now}
+            remember = known | {"fingerprint": digest, "todo_id": todo.id, "now": now}
             try:
                 connection.execute(INSERT_KEY, remember | {"response": body.decode()})
                 connection.commit()

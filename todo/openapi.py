@@ -20,11 +20,24 @@ from todo.idempotency import HEADER as IDEMPOTENCY_KEY
 from todo.idempotency import KEY_PATTERN
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.models.todo import MAX_ID
-from todo.schemas import Health, TodoCreate, TodoOut, TodoUpdate
+from todo.schemas import (
+    Health,
+    TodoCreate,
+    TodoOut,
+    TodoUpdate,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserCreate,
+    UserOut,
+)
 from todo.views.http import ENTITY_TAGS_PATTERN, ETAG_PATTERN
 
 API_PREFIX = "/api/v1"
-API_BLUEPRINT = "api"
+# The blueprints whose routes are the API: todos and health, and (AUTH token) accounts.
+API_BLUEPRINTS = ("api", "accounts")
+# The schema of each path argument, by name.
+PATH_PARAMETERS = {"todo_id": "TodoId", "token_id": "TokenId"}
 SCHEMA_REF = "#/components/schemas/{model}"
 # Methods Flask answers on its own for every route; they are not operations of the API.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -62,6 +75,11 @@ MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ..
     (TodoOut, "serialization"),
     (Problem, "serialization"),
     (Health, "serialization"),
+    (UserCreate, "validation"),
+    (UserOut, "serialization"),
+    (TokenCreate, "validation"),
+    (TokenOut, "serialization"),
+    (TokenCreated, "serialization"),
 )
 
 
@@ -129,6 +147,13 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, Any]:
             "does: 404 (DELETE: 200 with {}).",
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
         },
+        "TokenId": {
+            "name": "token_id",
+            "in": "path",
+            "required": True,
+            "description": "The token's id, as listed by GET /tokens.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        },
         "IfNoneMatch": {
             "name": "If-None-Match",
             "in": "header",
@@ -176,6 +201,7 @@ _PROBLEMS = {
     412: "PreconditionFailed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    429: "TooManyRequests",
     501: "NotImplemented",
     503: "Unavailable",
 }
@@ -202,6 +228,10 @@ def _responses(config: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "UnsupportedMediaType": _problem(
             "The body was not sent as `Content-Type: application/json`."
+        ),
+        "TooManyRequests": _problem(
+            "Too many requests or failed logins; retry after the given delay.",
+            **{"Retry-After": ref("Retry-After", "headers")},
         ),
         "Unavailable": _problem(
             "The database is unavailable; retry after the given delay.",
@@ -250,6 +280,9 @@ class Operation:
     query: type[BaseModel] | None
     headers: tuple[str, ...]
     description: str | None
+    # In AUTH token mode: what the caller shows (a bearer token, HTTP Basic, or nothing).
+    auth: Literal["bearer", "basic", "none"]
+    body_required: bool
 
 
 def documented(
@@ -261,6 +294,8 @@ def documented(
     query: type[BaseModel] | None = None,
     headers: Iterable[str] = (),
     description: str | None = None,
+    auth: Literal["bearer", "basic", "none"] = "bearer",
+    body_required: bool = True,
 ) -> Callable[[View], View]:
     """Declare a view's operation: body and query models, headers, answers and problems.
 
@@ -278,6 +313,8 @@ def documented(
         query=query,
         headers=tuple(headers),
         description=description,
+        auth=auth,
+        body_required=body_required,
     )
 
     def declare(view: View) -> View:
@@ -294,8 +331,11 @@ def openapi_path(rule: Rule) -> str:
 
 def api_rules(app: Flask) -> list[Rule]:
     """Return the routes of the API blueprint, in the order they were declared."""
-    prefix = f"{API_BLUEPRINT}."
-    return [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith(prefix)]
+    return [
+        rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.partition(".")[0] in API_BLUEPRINTS
+    ]
 
 
 def documented_methods(rule: Rule) -> list[str]:
@@ -308,7 +348,7 @@ def documented_methods(rule: Rule) -> list[str]:
 
 def operation_id(rule: Rule, method: str) -> str:
     """Name an operation after its view, and its method when the view has several."""
-    name = rule.endpoint.removeprefix(f"{API_BLUEPRINT}.")
+    name = rule.endpoint.partition(".")[2]
     return name if len(documented_methods(rule)) == 1 else f"{name}_{method.lower()}"
 
 
@@ -346,7 +386,7 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
     }
     if spec.description:
         operation["description"] = spec.description
-    parameters = [ref("TodoId", "parameters") for _ in rule.arguments]
+    parameters = [ref(PATH_PARAMETERS[name], "parameters") for name in rule.arguments]
     parameters += [ref(header, "parameters") for header in spec.headers]
     if spec.query is not None:
         parameters += _query_parameters(spec.query)
@@ -354,7 +394,7 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
         operation["parameters"] = parameters
     if spec.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": spec.body_required,
             "content": json_content(ref(spec.body.__name__)),
         }
     problems = {
@@ -370,7 +410,7 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
 
 
 def _check_path_arguments(rule: Rule) -> None:
-    unknown = set(rule.arguments) - {"todo_id"}
+    unknown = set(rule.arguments) - set(PATH_PARAMETERS)
     if unknown:
         raise LookupError(f"{rule.rule} has path arguments without a schema: {sorted(unknown)}")
 

@@ -21,6 +21,7 @@ from sqlalchemy import Boolean
 
 from todo.errors import InvalidInput
 from todo.models.todo import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Todo
+from todo.models.user import TOKEN_NAME_MAX_LENGTH, USERNAME_MAX_LENGTH
 
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at"})
 EARLIEST_DEADLINE = datetime(1000, 1, 1, tzinfo=UTC)
@@ -207,6 +208,75 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
 
 
+USERNAME_PATTERN = rf"^[A-Za-z0-9._-]{{1,{USERNAME_MAX_LENGTH}}}$"
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
+TOKEN_MAX_DAYS = 3650
+
+
+class UserCreate(BaseModel):
+    """A new account: a username and a password."""
+
+    model_config = _STRICT_INPUT
+
+    username: Annotated[
+        str,
+        Field(
+            pattern=USERNAME_PATTERN,
+            examples=["alice"],
+            description="1 to 64 of A-Z a-z 0-9 . _ -; compared without regard to case.",
+        ),
+    ]
+    password: Annotated[
+        str,
+        Field(
+            min_length=PASSWORD_MIN_LENGTH,
+            max_length=PASSWORD_MAX_LENGTH,
+            description="8 to 1024 characters, spaces included.",
+            json_schema_extra={"format": "password"},
+        ),
+    ]
+
+
+class UserOut(BaseModel):
+    """An account as the API shows it (never its password)."""
+
+    id: int
+    username: str = Field(description="As first registered.")
+    created_at: Timestamp
+
+
+class TokenCreate(BaseModel):
+    """What a new token is called and how long it lasts; both optional."""
+
+    model_config = _STRICT_INPUT
+
+    name: Annotated[str, Field(min_length=1, max_length=TOKEN_NAME_MAX_LENGTH)] | None = Field(
+        None, description='Default "token".', examples=["laptop"]
+    )
+    expires_in_days: Annotated[int, Field(ge=1, le=TOKEN_MAX_DAYS)] | None = Field(
+        None, description="Without it the token does not expire."
+    )
+
+
+class TokenOut(BaseModel):
+    """A token as listed: never its secret."""
+
+    id: int
+    name: str
+    created_at: Timestamp
+    expires_at: Timestamp | None
+
+
+class TokenCreated(TokenOut):
+    """A new token, with its secret: shown this once."""
+
+    token: str = Field(
+        description="Send it as `Authorization: Bearer <token>`. The server keeps only a hash.",
+        examples=["todo_3q2ZpWbqF5oHcYgkXc5wG0Zr9Xgq2o8nM0dZp6b7Q1s"],
+    )
+
+
 def _query_integer(value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -260,6 +330,8 @@ _MESSAGES = {
     "int_parsing": "must be an integer",
     "string_too_short": "must be at least {min_length} character(s) long",
     "string_too_long": "must be at most {max_length} characters long",
+    # Usernames are the only field checked by a pattern (USERNAME_PATTERN).
+    "string_pattern_mismatch": "must be 1 to 64 characters from A-Z a-z 0-9 . _ -",
     "greater_than_equal": "must be at least {ge}",
     "less_than_equal": "must be at most {le}",
 }
@@ -380,3 +452,13 @@ def todos_json_stream(batches: Iterable[Sequence[Sequence[Any]]]) -> Iterator[by
             yield separator + todos_json(batch)[1:-1]
             separator = b","
     yield b"]"
+
+
+def record_json(record: Mapping[str, Any]) -> bytes:
+    """Write a user or token, as todo.accounts returns them, as JSON."""
+    return orjson.dumps(record, option=_OUTPUT_OPTIONS)
+
+
+def records_json(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Write users or tokens, as todo.accounts returns them, as a JSON array."""
+    return orjson.dumps(list(records), option=_OUTPUT_OPTIONS)

@@ -49,16 +49,34 @@ class StoredTodo(tuple[Any, ...]):
         return cls(values[key] for key in ROW_KEYS)
 
 
-# Built once; each request only binds its values (see todo.driver).
-SELECT_TODO = Statement(sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")))
-# The same, locking the row until the transaction ends (SQLite, which has no row locks,
-# ignores FOR UPDATE).
-SELECT_TODO_FOR_UPDATE = Statement(
-    sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")).with_for_update()
-)
-DELETE_TODO = Statement(
-    sa.delete(Todo).where(Todo.id == bindparam("todo_id"), Todo.version == bindparam("version"))
-)
+# Whose todos a statement may touch: in AUTH token mode each one carries this condition, so
+# that no request can reach another user's todo, whatever it asks for. An owner of None
+# (AUTH none) runs the statement without it: one shared list.
+OWNED = Todo.owner_id == bindparam("owner")
+
+
+# Built once per shape; each request only binds its values (see todo.driver).
+@cache
+def select_todo(scoped: bool, lock: bool = False) -> Statement:
+    """Select one todo by id; locked until the transaction ends with `lock`.
+
+    SQLite, which has no row locks, ignores FOR UPDATE.
+    """
+    statement = sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id"))
+    if scoped:
+        statement = statement.where(OWNED)
+    return Statement(statement.with_for_update() if lock else statement)
+
+
+@cache
+def delete_todo(scoped: bool) -> Statement:
+    """Delete one todo by id, only at `version`."""
+    statement = sa.delete(Todo).where(
+        Todo.id == bindparam("todo_id"), Todo.version == bindparam("version")
+    )
+    return Statement(statement.where(OWNED) if scoped else statement)
+
+
 INSERT_TODO = Statement(
     sa.insert(Todo)
     .values({column.key: bindparam(column.key) for column in ROW_COLUMNS if not column.primary_key})
@@ -67,12 +85,17 @@ INSERT_TODO = Statement(
 
 
 @cache
-def select_todos(*, completed: bool, window: bool, after: bool, limit: bool) -> Statement:
+def select_todos(
+    *, scoped: bool, completed: bool, window: bool, after: bool, limit: bool
+) -> Statement:
     """Select the todos matching the filters that are given, ordered by id.
 
-    Takes the parameters `completed`, `horizon` (latest deadline), `after` and `limit`.
+    Takes the parameters `owner`, `completed`, `horizon` (latest deadline), `after` and
+    `limit`.
     """
     statement = sa.select(*ROW_COLUMNS).order_by(Todo.id)
+    if scoped:
+        statement = statement.where(OWNED)
     if completed:
         statement = statement.where(Todo.completed == bindparam("completed"))
     if window:
@@ -93,7 +116,7 @@ NEXT_VERSION = sa.case((Todo.version < MAX_VERSION, Todo.version + 1), else_=1)
 
 @cache
 def update_todo(
-    fields: frozenset[str], checks_version: bool, checks_date: bool, returning: bool
+    fields: frozenset[str], scoped: bool, checks_version: bool, checks_date: bool, returning: bool
 ) -> Statement:
     """Update the given fields of a todo, only at `version` and if unchanged since `since`.
 
@@ -109,6 +132,8 @@ def update_todo(
             | {"version": NEXT_VERSION, "updated_at": bindparam("now", type_=UTCDateTime())}
         )
     )
+    if scoped:
+        statement = statement.where(OWNED)
     if checks_version:
         statement = statement.where(Todo.version == bindparam("version"))
     if checks_date:
@@ -176,11 +201,14 @@ def connect() -> Connection:
     return Connection(db.engine)
 
 
-def _find(connection: Connection, todo_id: int, lock: bool = False) -> StoredTodo | None:
+def _find(
+    connection: Connection, todo_id: int, owner: int | None, lock: bool = False
+) -> StoredTodo | None:
     if not can_exist(todo_id):
         return None
     # SQLite ignores FOR UPDATE; its transactions take the write lock up front instead.
-    row = connection.first(SELECT_TODO_FOR_UPDATE if lock else SELECT_TODO, {"todo_id": todo_id})
+    statement = select_todo(owner is not None, lock)
+    row = connection.first(statement, {"todo_id": todo_id, "owner": owner})
     return None if row is None else StoredTodo(row)
 
 
@@ -188,17 +216,17 @@ def _not_found(todo_id: int) -> NotFound:
     return NotFound(f"There is no todo with id {todo_id}." if todo_id >= 0 else None)
 
 
-def get(todo_id: int) -> StoredTodo:
-    """Return the todo with this id, or raise 404."""
+def get(todo_id: int, owner: int | None) -> StoredTodo:
+    """Return the owner's todo with this id, or raise 404."""
     with connect() as connection:
-        todo = _find(connection, todo_id)
+        todo = _find(connection, todo_id, owner)
     if todo is None:
         raise _not_found(todo_id)
     return todo
 
 
-def insert(connection: Connection, fields: dict[str, Any]) -> StoredTodo:
-    """Insert a new todo in the connection's transaction, without committing it."""
+def insert(connection: Connection, fields: dict[str, Any], owner: int | None) -> StoredTodo:
+    """Insert a new todo of this owner in the connection's transaction, without committing."""
     now = naive_utc(utcnow())
     # Naive UTC, as the driver returns stored timestamps, so that the encoders write them alike.
     values = fields | {
@@ -206,19 +234,22 @@ def insert(connection: Connection, fields: dict[str, Any]) -> StoredTodo:
         "created_at": now,
         "updated_at": now,
         "version": 1,
+        "owner_id": owner,
     }
     return StoredTodo.from_values(values | {"id": connection.insert(INSERT_TODO, values)})
 
 
-def create(fields: dict[str, Any]) -> StoredTodo:
-    """Store a new todo."""
+def create(fields: dict[str, Any], owner: int | None) -> StoredTodo:
+    """Store a new todo of this owner."""
     with connect() as connection:
-        todo = insert(connection, fields)
+        todo = insert(connection, fields, owner)
         connection.commit()
     return todo
 
 
-def update(todo_id: int, changes: dict[str, Any], preconditions: Preconditions) -> StoredTodo:
+def update(
+    todo_id: int, owner: int | None, changes: dict[str, Any], preconditions: Preconditions
+) -> StoredTodo:
     """Apply a partial update, only to a todo that meets the preconditions.
 
     The work is the same however many tags the preconditions name: one UPDATE whose WHERE
@@ -227,13 +258,13 @@ def update(todo_id: int, changes: dict[str, Any], preconditions: Preconditions) 
     with connect() as connection:
         if changes and can_exist(todo_id) and preconditions.can_pass:
             if preconditions.fit_one_statement:
-                todo = _update_where(connection, todo_id, changes, preconditions)
+                todo = _update_where(connection, todo_id, owner, changes, preconditions)
             else:
-                todo = _update_locked(connection, todo_id, changes, preconditions)
+                todo = _update_locked(connection, todo_id, owner, changes, preconditions)
             if todo is not None:
                 connection.commit()
                 return todo
-        todo = _find(connection, todo_id)
+        todo = _find(connection, todo_id, owner)
     if todo is None:
         raise _not_found(todo_id)
     refusal = preconditions.refusal(todo)
@@ -246,14 +277,27 @@ def update(todo_id: int, changes: dict[str, Any], preconditions: Preconditions) 
 
 
 def _update_where(
-    connection: Connection, todo_id: int, changes: dict[str, Any], preconditions: Preconditions
+    connection: Connection,
+    todo_id: int,
+    owner: int | None,
+    changes: dict[str, Any],
+    preconditions: Preconditions,
 ) -> StoredTodo | None:
     """Update in one statement that checks the preconditions; None if it matched nothing."""
     (version,) = preconditions.match or (None,)
     since = preconditions.unmodified_since
     returning = connection.dialect.update_returning
-    statement = update_todo(frozenset(changes), version is not None, since is not None, returning)
-    values = {**changes, "todo_id": todo_id, "now": utcnow(), "version": version, "since": since}
+    statement = update_todo(
+        frozenset(changes), owner is not None, version is not None, since is not None, returning
+    )
+    values = {
+        **changes,
+        "todo_id": todo_id,
+        "owner": owner,
+        "now": utcnow(),
+        "version": version,
+        "since": since,
+    }
     if not returning:
         # The todo is read back after the update, in the same transaction.
         connection.begin()
@@ -261,24 +305,34 @@ def _update_where(
 
 
 def _update_locked(
-    connection: Connection, todo_id: int, changes: dict[str, Any], preconditions: Preconditions
+    connection: Connection,
+    todo_id: int,
+    owner: int | None,
+    changes: dict[str, Any],
+    preconditions: Preconditions,
 ) -> StoredTodo | None:
     """Read the todo locked, check the preconditions and update it; None if it is missing."""
-    todo = _find_locked(connection, todo_id, preconditions)
+    todo = _find_locked(connection, todo_id, owner, preconditions)
     if todo is None:
         return None
     returning = connection.dialect.update_returning
-    statement = update_todo(frozenset(changes), True, False, returning)
-    values = {**changes, "todo_id": todo_id, "now": utcnow(), "version": todo.version}
+    statement = update_todo(frozenset(changes), owner is not None, True, False, returning)
+    values = {
+        **changes,
+        "todo_id": todo_id,
+        "owner": owner,
+        "now": utcnow(),
+        "version": todo.version,
+    }
     return _update_one(connection, statement, values, returning)
 
 
 def _find_locked(
-    connection: Connection, todo_id: int, preconditions: Preconditions
+    connection: Connection, todo_id: int, owner: int | None, preconditions: Preconditions
 ) -> StoredTodo | None:
     """Begin a transaction, read the todo locked in it and check the preconditions (412)."""
     connection.begin()
-    todo = _find(connection, todo_id, lock=True)
+    todo = _find(connection, todo_id, owner, lock=True)
     if todo is not None:
         refusal = preconditions.refusal(todo)
         if refusal is not None:
@@ -294,25 +348,27 @@ def _update_one(
         row = connection.first(statement, values)
         return None if row is None else StoredTodo(row)
     if connection.execute(statement, values) == 1:
-        return _find(connection, values["todo_id"])
+        return _find(connection, values["todo_id"], values["owner"])
     return None
 
 
-def delete(todo_id: int, preconditions: Preconditions) -> StoredTodo | None:
-    """Delete a todo that meets the preconditions and return it as it was; None if none."""
+def delete(todo_id: int, owner: int | None, preconditions: Preconditions) -> StoredTodo | None:
+    """Delete the owner's todo if it meets the preconditions; return it as it was, or None."""
     with connect() as connection:
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
-        todo = _find_locked(connection, todo_id, preconditions)
+        todo = _find_locked(connection, todo_id, owner, preconditions)
         if todo is None:
             return None
-        connection.execute(DELETE_TODO, {"todo_id": todo_id, "version": todo.version})
+        values = {"todo_id": todo_id, "owner": owner, "version": todo.version}
+        connection.execute(delete_todo(owner is not None), values)
         connection.commit()
     return todo
 
 
-def _list_parameters(query: TodoListQuery) -> dict[str, Any]:
+def _list_parameters(query: TodoListQuery, owner: int | None) -> dict[str, Any]:
     return {
+        "owner": owner,
         "completed": query.completed,
         "horizon": None if query.window is None else window_horizon(query.window),
         "after": None if query.after is None else min(max(query.after, 0), MAX_ID),
@@ -322,6 +378,7 @@ def _list_parameters(query: TodoListQuery) -> dict[str, Any]:
 
 def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequence[tuple]:
     statement = select_todos(
+        scoped=parameters["owner"] is not None,
         completed=parameters["completed"] is not None,
         window=parameters["horizon"] is not None,
         after=parameters["after"] is not None,
@@ -330,11 +387,11 @@ def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequenc
     return connection.all(statement, parameters)
 
 
-def page(query: TodoListQuery) -> tuple[Sequence[tuple], int | None]:
-    """Return one page of todos, and the id to continue after when more follow."""
+def page(query: TodoListQuery, owner: int | None) -> tuple[Sequence[tuple], int | None]:
+    """Return one page of the owner's todos, and the id to continue after if more follow."""
     limit = query.limit
     assert limit is not None, "a page is what a limit asks for; without one, stream()"
-    parameters = _list_parameters(query) | {"limit": limit + 1}
+    parameters = _list_parameters(query, owner) | {"limit": limit + 1}
     with connect() as connection:
         rows = _execute_list(connection, parameters)
     if len(rows) > limit:
@@ -342,13 +399,13 @@ def page(query: TodoListQuery) -> tuple[Sequence[tuple], int | None]:
     return rows, None
 
 
-def stream(query: TodoListQuery) -> Iterator[Sequence[tuple]]:
-    """Yield every matching todo in batches, read by id in pages of STREAM_BATCH.
+def stream(query: TodoListQuery, owner: int | None) -> Iterator[Sequence[tuple]]:
+    """Yield every matching todo of the owner in batches, read by id in pages of STREAM_BATCH.
 
     Paging by id keeps memory flat on every engine without server-side cursors. The first
     batch is read before this returns, so a database error still becomes a proper answer.
     """
-    parameters = _list_parameters(query) | {"limit": STREAM_BATCH}
+    parameters = _list_parameters(query, owner) | {"limit": STREAM_BATCH}
     with connect() as connection:
         first = _execute_list(connection, parameters)
     return _following_batches(db.engine, first, parameters)

@@ -28,6 +28,8 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
     __tablename__ = "todos"
     __table_args__ = (
         Index("ix_todos_deadline_at", "deadline_at"),
+        # A user's list, in id order, without reading anyone else's todos.
+        Index("ix_todos_owner_id_id", "owner_id", "id"),
         # SQLite would otherwise hand out the id of a deleted last row again.
         {"sqlite_autoincrement": True, "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
     )
@@ -43,6 +45,11 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     # Bumped on every change, through the API or the ORM; the ETag is derived from it.
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"), info=INTERNAL)
+    # The user whose todo this is (AUTH token); None for todos made while AUTH was none. No
+    # foreign key: deleting a user deletes its todos in the same transaction (todo.accounts).
+    owner_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), info=INTERNAL
+    )
 
     __mapper_args__ = {"version_id_col": version, "version_id_generator": next_version}
 

@@ -6,7 +6,8 @@ Each view declares its OpenAPI operation beside it (todo.openapi.documented).
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from todo import database, idempotency, store
+from todo import auth, database, idempotency, store
+from todo.auth import current_owner
 from todo.openapi import HEADERS, documented, json_answer, ref, todo_answer
 from todo.schemas import (
     TodoCreate,
@@ -32,12 +33,10 @@ api = Blueprint("api", __name__)
 PRECONDITIONS = ("IfMatch", "IfNoneMatch", "IfUnmodifiedSince")
 
 
-@api.before_request
-def _require_schema() -> None:
-    # A worker that started before its database answers 503 until the schema is ready; the
-    # health check says so in its own format.
-    if request.endpoint != "api.health":
-        database.ensure_schema()
+# A worker that started before its database answers 503 until the schema is ready; only
+# then is a token looked up (a 503, never a 401, while the database is away).
+api.before_request(database.require_schema)
+api.before_request(auth.require_token)
 
 
 class TodoIdConverter(BaseConverter):
@@ -57,6 +56,7 @@ def _todo_response(todo, status: int = 200) -> Response:
 @api.get("/health")
 @documented(
     tag="health",
+    auth="none",
     description='The one error that is not problem details: a 503 carries exactly `{"status": '
     '"unavailable"}`.',
     responses={
@@ -90,8 +90,10 @@ def list_todos():
     """List todos ordered by id, filtered by state and deadline, paged by id."""
     query = parse_query(dict(request.args.lists()))
     if query.limit is None:
-        return Response(todos_json_stream(store.stream(query)), mimetype="application/json")
-    todos, after = store.page(query)
+        return Response(
+            todos_json_stream(store.stream(query, current_owner())), mimetype="application/json"
+        )
+    todos, after = store.page(query, current_owner())
     response = json_response(todos_json(todos))
     if after is not None:
         following = url_for(".list_todos", **(request.args.to_dict() | {"after": after}))
@@ -114,7 +116,7 @@ def list_todos():
 def get_todo(todo_id: int):
     """Get one todo; If-None-Match with its current ETag answers 304."""
     cached = entity_tags("If-None-Match")
-    todo = store.get(todo_id)
+    todo = store.get(todo_id, current_owner())
     return not_modified(cached, todo) or _todo_response(todo)
 
 
@@ -150,10 +152,10 @@ def create_todo():
     payload = parse_body(TodoCreate, json_body())
     key = request.headers.get(idempotency.HEADER)
     if key is None:
-        todo = store.create(payload.model_dump())
+        todo = store.create(payload.model_dump(), current_owner())
         created = idempotency.Created(todo_json(todo), todo.id)
     else:
-        created = idempotency.create_once(idempotency.check_key(key), payload)
+        created = idempotency.create_once(idempotency.check_key(key), payload, current_owner())
     response = json_response(created.body, 201, etag_for(created.todo_id, 1))
     response.headers["Location"] = url_for(".get_todo", todo_id=created.todo_id)
     if created.replayed:
@@ -173,7 +175,8 @@ def create_todo():
 def update_todo(todo_id: int):
     """Change the fields sent, leaving the others; If-Match guards against lost updates."""
     changes = parse_body(TodoUpdate, json_body()).changes()
-    return _todo_response(store.update(todo_id, changes, preconditions(todo_id)))
+    todo = store.update(todo_id, current_owner(), changes, preconditions(todo_id))
+    return _todo_response(todo)
 
 
 @api.delete("/todos/<todo_id:todo_id>")
@@ -197,7 +200,7 @@ def update_todo(todo_id: int):
 )
 def delete_todo(todo_id: int):
     """Delete a todo and answer with it; a missing one answers {} (deleting is idempotent)."""
-    todo = store.delete(todo_id, preconditions(todo_id))
+    todo = store.delete(todo_id, current_owner(), preconditions(todo_id))
     if todo is None:
         return {}
     return _todo_response(todo)
