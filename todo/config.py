@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": None,
     # Where rate limit and login counters live: this worker's memory, or redis://host:port.
     "RATE_LIMIT_STORAGE_URI": "memory://",
+    # Names of those counters start with this, so that several services can share a Redis.
+    "RATE_LIMIT_KEY_PREFIX": "todo",
     # Options for that storage; a Redis that does not answer fails requests fast (503).
     "RATE_LIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
     # Proxies in front that append to X-Forwarded-For; 0: the connection's address is the

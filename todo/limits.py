@@ -56,18 +56,19 @@ def _seconds_until(reset_at: float) -> int:
 
 
 def _login_limits(username_key: str | None):
-    yield FAILED_LOGINS_PER_ADDRESS, "address", request.remote_addr or ""
+    prefix = current_app.config["RATE_LIMIT_KEY_PREFIX"]
+    yield FAILED_LOGINS_PER_ADDRESS, (prefix, "login", "address", request.remote_addr or "")
     if username_key is not None:
-        yield FAILED_LOGINS_PER_USERNAME, "username", username_key
+        yield FAILED_LOGINS_PER_USERNAME, (prefix, "login", "username", username_key)
 
 
 def login_wait(username_key: str | None) -> int | None:
     """Return how many seconds a login must wait, or None when it may be tried now."""
     strategy = _strategy()
     waits = [
-        _seconds_until(strategy.get_window_stats(limit, "login", kind, key).reset_time)
-        for limit, kind, key in _login_limits(username_key)
-        if not strategy.test(limit, "login", kind, key)
+        _seconds_until(strategy.get_window_stats(limit, *names).reset_time)
+        for limit, names in _login_limits(username_key)
+        if not strategy.test(limit, *names)
     ]
     return max(waits) if waits else None
 
@@ -75,8 +76,8 @@ def login_wait(username_key: str | None) -> int | None:
 def count_failed_login(username_key: str | None) -> None:
     """Count a failed login against the client's address and the username it tried."""
     strategy = _strategy()
-    for limit, kind, key in _login_limits(username_key):
-        strategy.hit(limit, "login", kind, key)
+    for limit, names in _login_limits(username_key):
+        strategy.hit(limit, *names)
 
 
 class Throttled(TooManyRequests):
@@ -111,6 +112,7 @@ def init_app(app: Flask) -> None:
         storage_uri=app.config["RATE_LIMIT_STORAGE_URI"],
         storage_options=app.config["RATE_LIMIT_STORAGE_OPTIONS"],
         strategy="moving-window",
+        key_prefix=app.config["RATE_LIMIT_KEY_PREFIX"],
         default_limits_exempt_when=_exempt,
     )
     app.extensions[_EXTENSION_KEY] = limiter
