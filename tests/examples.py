@@ -1,41 +1,83 @@
 """Readers of the project's request examples: `.http` files and curl commands in Markdown."""
 
+import base64
 import re
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 @dataclass
 class HttpRequest:
-    """One request of a REST Client / JetBrains HTTP Client file."""
+    """One request of a REST Client / httpyac / JetBrains HTTP Client file."""
 
     title: str
     method: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
+    # `# @name login`: later requests use its answer as {{login.response.body.$.token}}.
+    name: str | None = None
+    # `# @tag accounts`: httpyac runs the requests of a tag with `--tag`.
+    tags: tuple[str, ...] = ()
+    # `# Expect 201`: the status the request answers when the file is sent in order.
+    expect: int | None = None
+
+
+@dataclass
+class Answer:
+    """What a later request may use of an earlier named request's response."""
+
+    headers: Mapping[str, str]
+    body: Any
+
+
+_VARIABLE = re.compile(r"^@([\w-]+)\s*=\s*(.*)$")
+_METADATA = re.compile(r"^(?:#|//)\s*@(name|tag)\s+(.+)$")
+_EXPECT = re.compile(r"^(?:#|//)\s*Expect ([1-5][0-9]{2})\b")
+_FILE_VARIABLE = re.compile(r"\{\{\s*([\w-]+)\s*\}\}")
+# REST Client's request variables: {{name.response.body.<JSONPath>}} and
+# {{name.response.headers.<Header-Name>}}.
+_REQUEST_VARIABLE = re.compile(r"\{\{\s*(\w+)\.response\.(body|headers)\.([^}\s]+)\s*\}\}")
+_JSON_PATH_STEP = re.compile(r"\.([^.\[]+)|\[([0-9]+)\]")
 
 
 def parse_http_file(text: str) -> list[HttpRequest]:
-    """Read the requests of an .http file: `@name = value` variables, `###` between requests."""
+    """Read the requests of an .http file: `@name = value` variables, `###` between requests.
+
+    File variables are replaced wherever they are used; request variables, which need the
+    answers of earlier requests, are left for `ready_to_send`.
+    """
     variables: dict[str, str] = {}
     requests = []
+    for line in text.splitlines():
+        variable = _VARIABLE.match(line.strip())
+        if variable:
+            variables[variable[1]] = variable[2].strip()
     for block in re.split(r"^###", text, flags=re.MULTILINE)[1:]:
         lines = block.splitlines()
         title = lines[0].strip()
         request: HttpRequest | None = None
+        metadata: dict[str, Any] = {"tags": ()}
         in_body = False
         for line in lines[1:]:
             stripped = line.strip()
             if request is None:
-                if stripped.startswith("@") and "=" in stripped:
-                    name, value = stripped[1:].split("=", 1)
-                    variables[name.strip()] = value.strip()
+                meta, expect = _METADATA.match(stripped), _EXPECT.match(stripped)
+                if meta and meta[1] == "name":
+                    metadata["name"] = meta[2].strip()
+                elif meta:
+                    metadata["tags"] += tuple(meta[2].split())
+                elif expect:
+                    metadata["expect"] = int(expect[1])
+                elif _VARIABLE.match(stripped):
+                    continue
                 elif stripped.startswith(("#", "//")):
                     title = title or stripped.lstrip("#/ ")
                 elif stripped:
                     method, url, *_ = stripped.split()
-                    request = HttpRequest(title, method.upper(), url)
+                    request = HttpRequest(title, method.upper(), url, **metadata)
             elif in_body:
                 request.body += line + "\n"
             elif not stripped:
@@ -45,14 +87,58 @@ def parse_http_file(text: str) -> list[HttpRequest]:
                 request.headers[name.strip()] = value.strip()
         if request is not None:
             requests.append(request)
-    # Variables may be declared before the first ### too.
-    for line in text.split("###", 1)[0].splitlines():
-        if line.strip().startswith("@") and "=" in line:
-            name, value = line.strip()[1:].split("=", 1)
-            variables[name.strip()] = value.strip()
+
+    def substitute(value: str) -> str:
+        # A variable's value may itself use variables.
+        while (replaced := _FILE_VARIABLE.sub(lambda m: variables[m[1]], value)) != value:
+            value = replaced
+        return value
+
     for request in requests:
-        request.url = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: variables[m[1]], request.url)
+        request.url = substitute(request.url)
+        request.headers = {name: substitute(value) for name, value in request.headers.items()}
+        request.body = substitute(request.body)
     return requests
+
+
+def path_template(path: str, templates: Iterable[str]) -> str | None:
+    """Return the OpenAPI path template that a concrete API path falls under."""
+    for template in templates:
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return template
+    return None
+
+
+def _json_path(body: Any, path: str) -> Any:
+    if not path.startswith("$"):
+        raise ValueError(f"not a JSONPath: {path}")
+    value = body
+    for name, index in _JSON_PATH_STEP.findall(path[1:]):
+        value = value[int(index)] if index else value[name]
+    return value
+
+
+def ready_to_send(request: HttpRequest, answers: Mapping[str, Answer]) -> HttpRequest:
+    """Return the request as the clients send it: earlier answers put in, Basic encoded.
+
+    Both REST Client and httpyac encode `Authorization: Basic user:password` themselves.
+    """
+
+    def answered(match: re.Match) -> str:
+        answer = answers[match[1]]
+        if match[2] == "headers":
+            return answer.headers[match[3]]
+        return str(_json_path(answer.body, match[3]))
+
+    def fill(value: str) -> str:
+        return _REQUEST_VARIABLE.sub(answered, value)
+
+    headers = {name: fill(value) for name, value in request.headers.items()}
+    scheme, _, credentials = headers.get("Authorization", "").partition(" ")
+    if scheme == "Basic" and ":" in credentials:
+        headers["Authorization"] = f"Basic {base64.b64encode(credentials.encode()).decode()}"
+    return replace(request, url=fill(request.url), headers=headers, body=fill(request.body))
 
 
 _CURL = re.compile(r"\bcurl\s(?:[^\n`]*\\\n)*[^\n`]*")

@@ -1,8 +1,25 @@
-"""The readers of request examples: .http files and curl commands in Markdown."""
+"""The readers of request examples (.http files, curl commands in Markdown), and the accounts
+flow of endpoints.http sent in order to an app in AUTH token mode."""
 
+import base64
 import unittest
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from tests.examples import curl_requests, parse_http_file
+from tests.base import TOKEN_MODE, AppTestCase
+from tests.examples import (
+    Answer,
+    HttpRequest,
+    curl_requests,
+    parse_http_file,
+    path_template,
+    ready_to_send,
+)
+from todo.openapi import API_PREFIX, openapi_document
+
+ENDPOINTS_HTTP = Path(__file__).resolve().parent.parent / "endpoints.http"
+# The tag of the requests that need a service in AUTH token mode.
+ACCOUNTS = "accounts"
 
 
 class TestHttpFileParser(unittest.TestCase):
@@ -29,6 +46,45 @@ class TestHttpFileParser(unittest.TestCase):
             ("Get it", "GET", "http://127.0.0.1:8000/api/v1/todos/1"),
         )
 
+    def test_reads_names_tags_expected_statuses_and_nested_variables(self):
+        text = (
+            "@user = alice\n@login = {{user}}:secret\n\n"
+            "### Log in\n# @tag accounts flow\n# @name login\n# Expect 201\n"
+            "POST http://h/tokens\nAuthorization: Basic {{login}}\n\n"
+            "### Use it\n# @tag accounts\n// Expect 200\n"
+            "GET http://h/todos/{{created.response.body.$.items[1].id}}\n"
+            "Authorization: Bearer {{login.response.body.$.token}}\n"
+        )
+        login, use = parse_http_file(text)
+        self.assertEqual(
+            (login.title, login.name, login.tags, login.expect),
+            ("Log in", "login", ("accounts", "flow"), 201),
+        )
+        self.assertEqual(login.headers, {"Authorization": "Basic alice:secret"})
+        self.assertEqual((use.name, use.tags, use.expect), (None, ("accounts",), 200))
+        self.assertEqual(use.url, "http://h/todos/{{created.response.body.$.items[1].id}}")
+
+    def test_puts_in_earlier_answers_and_encodes_basic_credentials(self):
+        request = HttpRequest(
+            "t",
+            "DELETE",
+            "http://h/tokens/{{login.response.body.$.id}}?page={{page.response.headers.Link}}",
+            {"Authorization": "Bearer {{login.response.body.$.token}}"},
+            '{"first": {{list.response.body.$[0].id}}}',
+        )
+        answers = {
+            "login": Answer({}, {"id": 7, "token": "todo_x"}),
+            "page": Answer({"Link": "2"}, None),
+            "list": Answer({}, [{"id": 3}]),
+        }
+        sent = ready_to_send(request, answers)
+        self.assertEqual(sent.url, "http://h/tokens/7?page=2")
+        self.assertEqual(sent.headers, {"Authorization": "Bearer todo_x"})
+        self.assertEqual(sent.body, '{"first": 3}')
+        basic = HttpRequest("t", "POST", "http://h", {"Authorization": "Basic alice:pass word"})
+        encoded = base64.b64encode(b"alice:pass word").decode()
+        self.assertEqual(ready_to_send(basic, {}).headers, {"Authorization": f"Basic {encoded}"})
+
     def test_reads_curl_commands_across_lines(self):
         text = (
             "```sh\ncurl -s http://127.0.0.1:8000/api/v1/todos\n"
@@ -46,3 +102,72 @@ class TestHttpFileParser(unittest.TestCase):
                 ("GET", "http://localhost:8000/api/v1/todos?limit=2"),
             ],
         )
+
+
+class TestAccountsFlowOfEndpointsHttp(AppTestCase):
+    """The requests tagged `accounts`, sent in order as REST Client or httpyac sends them."""
+
+    config = TOKEN_MODE
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.flow = [
+            request
+            for request in parse_http_file(ENDPOINTS_HTTP.read_text())
+            if ACCOUNTS in request.tags
+        ]
+        self.document = openapi_document(self.app)
+
+    def send_flow(self) -> list[tuple[HttpRequest, object]]:
+        """Send every request of the flow, each with the answers before it put in."""
+        answers: dict[str, Answer] = {}
+        exchanges = []
+        for request in self.flow:
+            sent = ready_to_send(request, answers)
+            parts = urlsplit(sent.url)
+            response = self.client.open(
+                parts.path,
+                method=sent.method,
+                query_string=parts.query,
+                headers=sent.headers,
+                data=sent.body.strip().encode(),
+            )
+            if request.name:
+                answers[request.name] = Answer(response.headers, response.get_json(silent=True))
+            exchanges.append((sent, response))
+        return exchanges
+
+    def test_the_flow_answers_as_it_says_and_as_documented(self):
+        self.assertTrue(self.flow, "endpoints.http has no accounts requests")
+        # The flow deletes the account it made, so it runs again as it did the first time.
+        for run in ("first", "again"):
+            for sent, response in self.send_flow():
+                with self.subTest(run=run, request=sent.title):
+                    self.assertIsNotNone(sent.expect, "say the status: # Expect NNN")
+                    self.assertNotIn("{{", sent.url + str(sent.headers) + sent.body)
+                    self.assertEqual(
+                        response.status_code, sent.expect, response.get_data(as_text=True)
+                    )
+                    path = urlsplit(sent.url).path.removeprefix(API_PREFIX)
+                    template = path_template(path, self.document["paths"])
+                    operation = self.document["paths"][template][sent.method.lower()]
+                    self.assertIn(str(response.status_code), operation["responses"])
+
+    def test_the_flow_covers_every_accounts_operation_and_uses_captured_values(self):
+        used = {(request.method, urlsplit(request.url).path) for request in self.flow}
+        for path, item in self.document["paths"].items():
+            for method, operation in item.items():
+                if operation["tags"] == [ACCOUNTS]:
+                    with self.subTest(operation=f"{method.upper()} {path}"):
+                        self.assertTrue(
+                            any(
+                                sent_method == method.upper()
+                                and sent_path.startswith(API_PREFIX + path.split("{")[0])
+                                for sent_method, sent_path in used
+                            )
+                        )
+        # Ids and tokens come from earlier answers, never written into the file.
+        for request in self.flow:
+            with self.subTest(request=request.title):
+                self.assertNotRegex(request.url, r"/[0-9]+(\?|$)")
+                self.assertNotIn("todo_", str(request.headers))

@@ -16,6 +16,13 @@ from todo import create_app
 from todo.database import TUTORIAL_REVISION, alembic_config, current_revision, head_revision
 from todo.models import db
 
+
+def dispose_engine(app) -> None:
+    """Close an app's pooled connections, so that its database can be dropped."""
+    with app.app_context():
+        db.engine.dispose()
+
+
 TUTORIAL_ROWS = [
     (1, "Watch CSSE6400 Lecture", "Week 1", True, "2023-02-27 00:00:00"),
     (2, "Read the notes", None, False, None),
@@ -55,7 +62,7 @@ class TestMigrations(DatabaseTestCase):
 
     def start_app(self):
         app = create_app({"SQLALCHEMY_DATABASE_URI": self.url, "TESTING": True})
-        self.addCleanup(lambda: app.app_context().push() or db.engine.dispose())
+        self.addCleanup(dispose_engine, app)
         return app
 
     def assert_tutorial_rows_served(self, app) -> None:

@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from tests.base import IN_CI, AppTestCase
-from tests.examples import curl_requests, parse_http_file
+from tests.base import IN_CI, TOKEN_MODE, AppTestCase, basic, bearer, sign_up
+from tests.examples import curl_requests, parse_http_file, path_template
 from todo import create_app
-from todo.openapi import API_PREFIX, SCHEMA_REF, openapi_document
+from todo.auth import PUBLIC_ENDPOINTS
+from todo.openapi import ACCOUNT_MODELS, API_PREFIX, SCHEMA_REF, openapi_document
 from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,22 +21,48 @@ README = ROOT / "README.md"
 # Markdown whose curl commands must use only documented operations; README must have some.
 MARKDOWN_WITH_EXAMPLES = (README, ROOT / "docs", ROOT / "bench" / "README.md")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+# The requests of endpoints.http that need a service in AUTH token mode carry this tag.
+ACCOUNTS = "accounts"
+TODO_OPERATIONS = {
+    ("/health", "GET"),
+    ("/todos", "GET"),
+    ("/todos", "POST"),
+    ("/todos/{todo_id}", "GET"),
+    ("/todos/{todo_id}", "PUT"),
+    ("/todos/{todo_id}", "PATCH"),
+    ("/todos/{todo_id}", "DELETE"),
+}
+ACCOUNT_OPERATIONS = {
+    ("/users", "POST"),
+    ("/users/me", "GET"),
+    ("/users/me", "DELETE"),
+    ("/tokens", "POST"),
+    ("/tokens", "GET"),
+    ("/tokens/{token_id}", "DELETE"),
+}
 
 
-def path_template(path: str, templates) -> str | None:
-    """Return the document's path template that a concrete API path falls under."""
-    for template in templates:
-        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, path):
-            return template
-    return None
+def _app(**config):
+    return create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True} | config)
 
 
-def _app():
-    return create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True})
+def routed_operations(app) -> set[tuple[str, str]]:
+    """Return (path, method) of every API route the app answers, as the document writes it."""
+    routed = set()
+    for rule in app.url_map.iter_rules():
+        # The document describes the API, not the page and file that serve the document.
+        if not rule.rule.startswith(API_PREFIX + "/") or rule.endpoint.startswith("docs."):
+            continue
+        path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule[len(API_PREFIX) :])
+        routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return routed
 
 
 class TestDocument(AppTestCase):
+    """The document of an app in the default mode (AUTH none)."""
+
+    OPERATIONS = TODO_OPERATIONS
+
     def setUp(self) -> None:
         super().setUp()
         self.document = openapi_document(self.app)
@@ -68,35 +95,26 @@ class TestDocument(AppTestCase):
 
         validate(self.client.get("/api/v1/openapi.json").get_json(), cls=OpenAPIV31SpecValidator)
 
+    def endpoint(self, path: str, method: str) -> str:
+        """Return the endpoint of the view that answers an operation."""
+        view, _ = self.app.url_map.bind("localhost").match(
+            API_PREFIX + path.replace("{todo_id}", "1").replace("{token_id}", "1"), method
+        )
+        return view
+
     def test_every_api_route_is_documented_and_nothing_else(self):
         documented = {(path, method) for path, method, _ in self.operations()}
-        routed = set()
-        for rule in self.app.url_map.iter_rules():
-            # The document describes the API, not the page and file that serve the document.
-            if not rule.rule.startswith(API_PREFIX + "/") or rule.endpoint.startswith("docs."):
-                continue
-            path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule[len(API_PREFIX) :])
-            routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
-        self.assertEqual(documented, routed)
-        self.assertEqual(
-            documented,
-            {
-                ("/health", "GET"),
-                ("/todos", "GET"),
-                ("/todos", "POST"),
-                ("/todos/{todo_id}", "GET"),
-                ("/todos/{todo_id}", "PUT"),
-                ("/todos/{todo_id}", "PATCH"),
-                ("/todos/{todo_id}", "DELETE"),
-            },
-        )
+        self.assertEqual(documented, routed_operations(self.app))
+        self.assertEqual(documented, self.OPERATIONS)
 
     def test_summaries_are_the_views_docstrings(self):
-        views = {rule.endpoint: rule for rule in self.app.url_map.iter_rules()}
         for path, method, operation in self.operations():
             with self.subTest(path=path, method=method):
-                endpoint = "api." + operation["operationId"].removesuffix(f"_{method.lower()}")
-                self.assertIn(endpoint, views)
+                endpoint = self.endpoint(path, method)
+                self.assertEqual(
+                    endpoint.partition(".")[2],
+                    operation["operationId"].removesuffix(f"_{method.lower()}"),
+                )
                 docstring = self.app.view_functions[endpoint].__doc__.strip().splitlines()[0]
                 self.assertEqual(operation["summary"], docstring)
 
@@ -213,15 +231,165 @@ class TestDocument(AppTestCase):
         self.assertIn("412", paths["/todos/{todo_id}"]["delete"]["responses"])
         self.assertIn("422", paths["/todos"]["post"]["responses"])
 
+    def credentials(self) -> dict[str, str]:
+        """Return the headers that let a request create a todo."""
+        return {}
+
     def test_documented_etag_matches_the_one_served(self):
-        created = self.client.post("/api/v1/todos", json={"title": "Tagged"})
+        created = self.client.post(
+            "/api/v1/todos", json={"title": "Tagged"}, headers=self.credentials()
+        )
         tag = self.resolve(self.document["components"]["headers"]["ETag"])["schema"]["pattern"]
         self.assertRegex(created.headers["ETag"], tag)
 
     def test_document_is_built_once_per_app(self):
         self.assertIs(openapi_document(self.app), self.document)
-        self.assertIsNot(openapi_document(_app()), self.document)
-        self.assertEqual(openapi_document(_app()), self.document)
+        self.assertIsNot(openapi_document(_app(**self.config)), self.document)
+        self.assertEqual(openapi_document(_app(**self.config)), self.document)
+
+    def test_a_general_rate_limit_is_documented_on_every_counted_operation(self):
+        document = openapi_document(self.make_app(RATE_LIMIT="100 per minute"))
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                with self.subTest(path=path, method=method):
+                    # The health check must answer whatever clients do: no limit counts it.
+                    self.assertEqual("429" in operation["responses"], path != "/health")
+
+
+class TestDefaultDocument(AppTestCase):
+    """AUTH none keeps the document it always had: no accounts, no security."""
+
+    def test_without_accounts_nothing_of_them_is_described(self):
+        document = openapi_document(self.app)
+        components = document["components"]
+        self.assertNotIn("securitySchemes", components)
+        for model, _ in ACCOUNT_MODELS:
+            self.assertNotIn(model.__name__, components["schemas"])
+        self.assertNotIn("TokenId", components["parameters"])
+        self.assertNotIn("TooManyRequests", components["responses"])
+        operations = [
+            (path, method, operation)
+            for path, item in document["paths"].items()
+            for method, operation in item.items()
+        ]
+        for path, method, operation in operations:
+            with self.subTest(path=path, method=method):
+                self.assertNotIn("security", operation)
+                self.assertNotIn("401", operation["responses"])
+                self.assertNotIn("429", operation["responses"])
+        self.assertNotIn("AUTH", document["info"]["description"])
+
+
+class TestTokenModeDocument(TestDocument):
+    """The document of an app in AUTH token mode: accounts, security schemes, 401s."""
+
+    config = TOKEN_MODE
+    OPERATIONS = TODO_OPERATIONS | ACCOUNT_OPERATIONS
+
+    def credentials(self) -> dict[str, str]:
+        return bearer(sign_up(self.client, "alice"))
+
+    def test_security_schemes_are_bearer_and_basic(self):
+        schemes = self.document["components"]["securitySchemes"]
+        self.assertEqual(set(schemes), {"bearer", "basic"})
+        self.assertDictContainsSubset({"type": "http", "scheme": "bearer"}, schemes["bearer"])
+        self.assertIn("todo_", schemes["bearer"]["bearerFormat"])
+        self.assertDictContainsSubset({"type": "http", "scheme": "basic"}, schemes["basic"])
+
+    def test_each_operation_declares_what_it_needs(self):
+        for path, method, operation in self.operations():
+            with self.subTest(path=path, method=method):
+                endpoint = self.endpoint(path, method)
+                if endpoint == "accounts.create_token":
+                    expected = [{"basic": []}]
+                elif endpoint in PUBLIC_ENDPOINTS:
+                    expected = []
+                else:
+                    expected = [{"bearer": []}]
+                self.assertEqual(operation["security"], expected)
+        public = {
+            (path, method)
+            for path, method, operation in self.operations()
+            if operation["security"] == []
+        }
+        self.assertEqual(public, {("/health", "GET"), ("/users", "POST")})
+
+    def test_each_guarded_operation_answers_401_as_documented_without_credentials(self):
+        anonymous = self.app.test_client()
+        for path, method, operation in self.operations():
+            if operation["security"] == []:
+                continue
+            with self.subTest(path=path, method=method):
+                url = API_PREFIX + path.replace("{todo_id}", "1").replace("{token_id}", "1")
+                response = anonymous.open(url, method=method)
+                self.assertProblem(response, 401)
+                documented = self.resolve(operation["responses"]["401"])
+                self.assertIn(response.mimetype, documented["content"])
+                challenge = self.resolve(documented["headers"]["WWW-Authenticate"])
+                self.assertTrue(challenge["required"])
+                self.assertIn(response.headers["WWW-Authenticate"], challenge["schema"]["enum"])
+
+    def test_every_documented_challenge_is_one_the_service_sends(self):
+        anonymous = self.app.test_client()
+        sent = {
+            anonymous.get("/api/v1/todos").headers["WWW-Authenticate"],
+            anonymous.get("/api/v1/todos", headers=bearer("todo_x")).headers["WWW-Authenticate"],
+            anonymous.post("/api/v1/tokens", headers=basic("alice", "wrong password")).headers[
+                "WWW-Authenticate"
+            ],
+        }
+        documented = {
+            value
+            for _, _, operation in self.operations()
+            if "401" in operation["responses"]
+            for value in self.resolve(
+                self.resolve(operation["responses"]["401"])["headers"]["WWW-Authenticate"]
+            )["schema"]["enum"]
+        }
+        self.assertEqual(documented, sent)
+
+    def test_accounts_are_documented_with_their_models_and_answers(self):
+        paths = self.document["paths"]
+        schemas = self.document["components"]["schemas"]
+        for model, mode in ACCOUNT_MODELS:
+            with self.subTest(model=model.__name__):
+                self.assertEqual(
+                    schemas[model.__name__],
+                    model.model_json_schema(ref_template=SCHEMA_REF, mode=mode),
+                )
+
+        def body(operation: dict) -> dict:
+            return operation["requestBody"]["content"]["application/json"]["schema"]
+
+        def answer(operation: dict, status: str) -> dict:
+            return operation["responses"][status]["content"]["application/json"]["schema"]
+
+        schema = "#/components/schemas/"
+        self.assertEqual(body(paths["/users"]["post"]), {"$ref": schema + "UserCreate"})
+        self.assertEqual(answer(paths["/users"]["post"], "201"), {"$ref": schema + "UserOut"})
+        self.assertEqual(answer(paths["/users/me"]["get"], "200"), {"$ref": schema + "UserOut"})
+        self.assertEqual(body(paths["/tokens"]["post"]), {"$ref": schema + "TokenCreate"})
+        self.assertFalse(paths["/tokens"]["post"]["requestBody"]["required"])
+        self.assertEqual(answer(paths["/tokens"]["post"], "201"), {"$ref": schema + "TokenCreated"})
+        self.assertEqual(
+            answer(paths["/tokens"]["get"], "200"),
+            {"type": "array", "items": {"$ref": schema + "TokenOut"}},
+        )
+        self.assertIn(
+            {"$ref": schema + "TokenOut"},
+            answer(paths["/tokens/{token_id}"]["delete"], "200")["oneOf"],
+        )
+        self.assertLessEqual({"403", "409"}, set(paths["/users"]["post"]["responses"]))
+        throttled = self.resolve(paths["/tokens"]["post"]["responses"]["429"])
+        self.assertIn("Retry-After", throttled["headers"])
+
+    def test_the_description_tells_both_modes(self):
+        description = self.document["info"]["description"]
+        for words in ("`AUTH` is `token`", "Authorization: Bearer", "HTTP Basic", "`none`"):
+            self.assertIn(words, description)
+        self.assertIn(
+            {"name": "accounts", "description": "Users and their tokens."}, self.document["tags"]
+        )
 
 
 class TestDocsRoutes(AppTestCase):
@@ -252,36 +420,49 @@ class TestExamplesAgreeWithTheDocument(unittest.TestCase):
     def setUpClass(cls) -> None:
         cls.app = _app()
         cls.document = openapi_document(cls.app)
-        cls.adapter = cls.app.url_map.bind("127.0.0.1:8000")
+        # The accounts requests, and the docs' curl commands, may use AUTH token's operations.
+        cls.token_app = _app(**TOKEN_MODE)
+        cls.token_document = openapi_document(cls.token_app)
 
-    def check_request(self, method: str, url: str) -> tuple[str, str]:
+    def check_request(self, method: str, url: str, app=None) -> tuple[str, str]:
         """Assert a request goes to a documented path; return its (template, method)."""
+        app = app or self.app
+        document = openapi_document(app)
         parts = urlsplit(url)
         self.assertTrue(parts.path.startswith(API_PREFIX + "/"), url)
         path = parts.path[len(API_PREFIX) :]
-        template = path_template(path, self.document["paths"])
+        template = path_template(path, document["paths"])
         self.assertIsNotNone(template, f"{url} is not a documented path")
-        if method.lower() not in self.document["paths"][template]:
+        if method.lower() not in document["paths"][template]:
             # Only to show the 405: a method the app really refuses on that path.
             with self.assertRaises(MethodNotAllowed, msg=f"{method} {url} is not documented"):
-                self.adapter.match(parts.path, method)
+                app.url_map.bind("127.0.0.1:8000").match(parts.path, method)
         return template, method
 
     def test_every_operation_has_a_request_in_endpoints_http(self):
         requests = parse_http_file(ENDPOINTS_HTTP.read_text())
         self.assertTrue(requests)
-        covered = set()
+        covered: dict[bool, set] = {False: set(), True: set()}
         for request in requests:
             with self.subTest(request=request.title):
                 self.assertTrue(request.title, f"{request.method} {request.url} has no comment")
                 self.assertTrue(request.url.startswith("http://127.0.0.1:8000/api/v1/"))
-                covered.add(self.check_request(request.method, request.url))
-        documented = {
-            (path, method.upper())
-            for path, item in self.document["paths"].items()
-            for method in item
-        }
-        self.assertEqual(documented - covered, set(), "operations without a request")
+                accounts = ACCOUNTS in request.tags
+                app = self.token_app if accounts else self.app
+                covered[accounts].add(self.check_request(request.method, request.url, app))
+
+        def operations(document) -> set[tuple[str, str]]:
+            return {
+                (path, method.upper())
+                for path, item in document["paths"].items()
+                for method in item
+            }
+
+        classic, with_accounts = operations(self.document), operations(self.token_document)
+        self.assertEqual(classic - covered[False], set(), "operations without a request")
+        self.assertEqual(
+            with_accounts - classic - covered[True], set(), "accounts operations without a request"
+        )
 
     def test_every_list_filter_has_a_request_in_endpoints_http(self):
         requests = parse_http_file(ENDPOINTS_HTTP.read_text())
@@ -312,7 +493,7 @@ class TestExamplesAgreeWithTheDocument(unittest.TestCase):
                 with self.subTest(file=str(path.relative_to(ROOT)), command=f"{method} {url}"):
                     if "/api/v1/" in url:
                         try:
-                            self.check_request(method, url)
+                            self.check_request(method, url, self.token_app)
                         except NotFound:
                             self.fail(f"{url} is not a route")
 
@@ -323,6 +504,9 @@ class TestEndpointsHttpAnswers(AppTestCase):
     def test_each_answer_has_a_documented_status_and_media_type(self):
         document = openapi_document(self.app)
         for request in parse_http_file(ENDPOINTS_HTTP.read_text()):
+            if ACCOUNTS in request.tags:
+                # Sent in order to an app in AUTH token mode by tests/test_examples.py.
+                continue
             parts = urlsplit(request.url)
             response = self.client.open(
                 parts.path,

@@ -20,8 +20,8 @@ from flask import Flask
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from tests.base import IN_CI
-from todo import create_app
+from tests.base import IN_CI, TOKEN_MODE
+from todo import accounts, create_app
 from todo.errors import InvalidInput
 from todo.idempotency import check_key
 from todo.models.idempotency import KEY_MAX_LENGTH
@@ -93,6 +93,28 @@ def _entity_tags_accepted(value: str) -> bool:
         except InvalidInput:
             return False
     return True
+
+
+def _issued_tokens() -> list[str]:
+    """Return tokens as the service hands them out."""
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True} | TOKEN_MODE
+    )
+    with app.app_context():
+        user = accounts.create_user("pattern", "long enough")
+        return [accounts.create_token(user["id"], None, None)["token"] for _ in range(20)]
+
+
+def _tokens() -> list[str]:
+    url_safe = "abcXYZ0189-_"
+    by_hand = ["", "todo_", "todo_" + "a" * 42, "todo_" + "a" * 44, "TODO_" + "a" * 43]
+    by_hand += ["todo_" + "a" * 42 + c for c in "=+/. \n\x00é"]
+    return (
+        _issued_tokens()
+        + by_hand
+        + ["todo_" + value for value in _random_strings(url_safe + "=+/ ", 2000, 45)]
+        + ["todo_" + "".join(RANDOM.choice(url_safe) for _ in range(43)) for _ in range(500)]
+    )
 
 
 def _random_strings(alphabet: str, count: int, longest: int) -> list[str]:
@@ -229,7 +251,10 @@ CHECKS: dict[str, tuple[Callable[[str], bool | None], Callable[[], list[str]]]] 
         ),
     ),
     "retry after": (str.isdigit, lambda: ["1", "120", "", "-1", "1.5", " 1"]),
+    "token": (accounts.looks_like_token, _tokens),
 }
+# The bearer scheme states the token's shape in its description, the pattern in backticks.
+_STATED_PATTERN = re.compile(r"`(\^[^`]+\$)`")
 
 
 def _patterns(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -286,12 +311,20 @@ def _ecma_matches(pattern: str, corpus: list[str]) -> list[bool] | None:
 
 
 class TestDocumentedPatterns(unittest.TestCase):
+    """The patterns of the documents of both modes: AUTH none, and token with its accounts."""
+
     @classmethod
     def setUpClass(cls) -> None:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True})
         cls.patterns = {}
-        for path, pattern in _patterns(openapi_document(app)):
-            cls.patterns.setdefault(_name(path), set()).add(pattern)
+        for mode in ({}, TOKEN_MODE):
+            config = {"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "TESTING": True} | mode
+            document = openapi_document(create_app(config))
+            for path, pattern in _patterns(document):
+                cls.patterns.setdefault(_name(path), set()).add(pattern)
+            schemes = document["components"].get("securitySchemes", {})
+            if "bearer" in schemes:
+                stated = _STATED_PATTERN.findall(schemes["bearer"]["description"])
+                cls.patterns.setdefault("token", set()).update(stated)
 
     def test_every_rule_states_one_pattern_and_has_a_check(self):
         self.assertEqual(set(self.patterns), set(CHECKS))

@@ -97,7 +97,12 @@ DELETE_ACCOUNT = (
     Statement(delete(Todo).where(Todo.owner_id == _OWNER)),
     Statement(delete(User).where(User.id == _OWNER)),
 )
-ADOPT_TODOS = Statement(update(Todo).where(Todo.owner_id.is_(None)).values(owner_id=_OWNER))
+# The owner is not part of a todo as clients see it: adopting one keeps its updated_at (and
+# its version, so its ETag). Said explicitly, as otherwise the column's Python-side onupdate
+# would become a parameter that the driver layer, which runs no such defaults, sends as NULL.
+ADOPT_TODOS = Statement(
+    update(Todo).where(Todo.owner_id.is_(None)).values(owner_id=_OWNER, updated_at=Todo.updated_at)
+)
 
 
 def _user(row: tuple) -> dict[str, Any]:

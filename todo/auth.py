@@ -64,6 +64,17 @@ class Unauthenticated(Unauthorized):
         return [*super().get_headers(environ, scope), ("WWW-Authenticate", self.challenge)]
 
 
+def identify() -> int | None:
+    """Return the user the request's bearer token names; None without a token that does.
+
+    Looked up once per request, whoever asks first (the rate limit, then require_token).
+    """
+    if "identity" not in g:
+        token = bearer_token()
+        g.identity = None if token is None else accounts.token_owner(token)
+    return g.identity
+
+
 def require_token() -> None:
     """Name the user an API request acts for, from its bearer token; 401 without a good one.
 
@@ -72,13 +83,12 @@ def require_token() -> None:
     """
     if not token_mode() or request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
         return
-    token = bearer_token()
-    if token is None:
+    if bearer_token() is None:
         raise Unauthenticated(
             "Send a token: Authorization: Bearer <token> (POST /api/v1/tokens makes one).",
             "Bearer",
         )
-    owner = accounts.token_owner(token)
+    owner = identify()
     if owner is None:
         raise Unauthenticated(
             "The token is unknown, malformed, expired or revoked.", "Bearer", "invalid_token"

@@ -27,17 +27,33 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
+def _vary_on_origin(response: Response) -> Response:
+    # With a list of origins, whether a response allows its reader's origin depends on the
+    # Origin it was asked with (flask-cors says so only when the list has several): a cache
+    # must not hand one origin's answer to another.
+    response.vary.add("Origin")
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Add the headers to every response of the app, errors included."""
     app.after_request(_add_security_headers)
     origins = app.config["CORS_ORIGINS"]
-    if origins:
-        CORS(
-            app,
-            resources={r"/api/*": {}},
-            origins="*" if origins in (["*"], "*") else origins,
-            allow_headers=list(CORS_ALLOWED_HEADERS),
-            expose_headers=list(CORS_EXPOSED_HEADERS),
-            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            max_age=600,
-        )
+    if not origins:
+        return
+    any_origin = origins in (["*"], "*")
+    if not any_origin:
+        app.after_request(_vary_on_origin)
+    CORS(
+        app,
+        resources={r"/api/*": {}},
+        origins="*" if any_origin else origins,
+        # "*" answers "*", the same to every origin, rather than echoing each one back.
+        # Browsers accept it because no request is credentialed: a token travels in the
+        # Authorization header, which the preflight allows by name, never in a cookie.
+        send_wildcard=any_origin,
+        allow_headers=list(CORS_ALLOWED_HEADERS),
+        expose_headers=list(CORS_EXPOSED_HEADERS),
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        max_age=600,
+    )

@@ -1,8 +1,9 @@
-"""Rate limits and login throttling (Flask-Limiter), and which address a client has.
+"""Rate limits (Flask-Limiter), login throttling (its `limits` library), client addresses.
 
 Counters live in the worker's memory by default, or in Redis (RATE_LIMIT_STORAGE_URI) so
 that every worker and every instance shares them. Windows move: "10 in 15 minutes" means
-in the 15 minutes before each attempt.
+in the 15 minutes before each attempt. Without RATE_LIMIT, Flask-Limiter is not installed at
+all: its hooks would cost every request a third of its time for nothing.
 """
 
 import hashlib
@@ -12,14 +13,17 @@ import time
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse
-from limits.strategies import RateLimiter
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter, RateLimiter
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from todo.auth import bearer_token
+from todo import auth, database
 from todo.errors import problem
 
-_EXTENSION_KEY = "todo.limiter"
+_LIMITER_KEY = "todo.limiter"
+_LOGINS_KEY = "todo.logins"
 # POST /tokens: failed attempts (401s) allowed in the window, per client address and per
 # username (without regard to case), before every attempt answers 429 until it has passed.
 LOGIN_WINDOW = "15 minutes"
@@ -27,19 +31,29 @@ FAILED_LOGINS_PER_ADDRESS = parse(f"10 per {LOGIN_WINDOW}")
 FAILED_LOGINS_PER_USERNAME = parse(f"20 per {LOGIN_WINDOW}")
 # Endpoints no limit counts: a health check must answer whatever clients do.
 EXEMPT_ENDPOINTS = frozenset({"api.health"})
+# How soon to try again while the counters' storage (Redis) does not answer, in seconds.
+STORAGE_RETRY_AFTER = 1
 
 
-def _rate_key(token: str) -> str:
-    # Counters may be kept in Redis: they are named after a keyed hash of the token, never
-    # after the token or the digest the database keeps.
-    return hashlib.blake2b(token.encode(), digest_size=16, person=b"todo-rate-limit").hexdigest()
+def _counter_name(secret: str) -> str:
+    # Counters may be kept in Redis, where anyone with access lists their names: they are
+    # named after a hash of the token (or of the username tried, which is sometimes a
+    # password typed into the wrong field), never after it or the digest the database keeps.
+    return hashlib.blake2b(secret.encode(), digest_size=16, person=b"todo-rate-limit").hexdigest()
 
 
 def client_key() -> str:
-    """Name whom the general limit counts: a bearer request's token, or else its address."""
-    token = bearer_token()
+    """Name whom the general limit counts: a bearer request's token, or else its address.
+
+    Only a token that names a user counts as one: in AUTH none, or with a token made up,
+    the address pays, so that inventing tokens buys no fresh budget. The lookup is the one
+    the request makes anyway (todo.auth.identify), made a step earlier.
+    """
+    token = auth.bearer_token() if auth.token_mode() else None
     if token is not None:
-        return f"token:{_rate_key(token)}"
+        database.ensure_schema()
+        if auth.identify() is not None:
+            return f"token:{_counter_name(token)}"
     return f"address:{request.remote_addr}"
 
 
@@ -48,7 +62,7 @@ def _exempt() -> bool:
 
 
 def _strategy() -> RateLimiter:
-    return current_app.extensions[_EXTENSION_KEY].limiter
+    return current_app.extensions[_LOGINS_KEY]
 
 
 def _seconds_until(reset_at: float) -> int:
@@ -59,7 +73,7 @@ def _login_limits(username_key: str | None):
     prefix = current_app.config["RATE_LIMIT_KEY_PREFIX"]
     yield FAILED_LOGINS_PER_ADDRESS, (prefix, "login", "address", request.remote_addr or "")
     if username_key is not None:
-        yield FAILED_LOGINS_PER_USERNAME, (prefix, "login", "username", username_key)
+        yield FAILED_LOGINS_PER_USERNAME, (prefix, "login", "username", _counter_name(username_key))
 
 
 def login_wait(username_key: str | None) -> int | None:
@@ -88,13 +102,26 @@ class Throttled(TooManyRequests):
 
 
 def _rate_limited(error: RateLimitExceeded) -> Response:
-    limiter = current_app.extensions[_EXTENSION_KEY]
+    limiter = current_app.extensions[_LIMITER_KEY]
     current = limiter.current_limit
-    wait = _seconds_until(current.reset_at) if current is not None else 1
+    # The moment the oldest counted request leaves the window (Flask-Limiter's reset_at is
+    # rounded up a second further, past the window's length).
+    wait = _seconds_until(current.window.reset_time) if current is not None else 1
     return problem(
         429,
         f"Too many requests: the limit is {error.description}; retry after {wait} seconds.",
         {"Retry-After": str(wait)},
+    )
+
+
+def _storage_unavailable(error: StorageError) -> Response:
+    # Without its counters a request can be neither limited nor let through unlimited (that
+    # would lift login throttling whenever Redis is down): answer as for a missing database.
+    current_app.logger.warning("Rate limit storage unavailable: %s", error.storage_error)
+    return problem(
+        503,
+        "The rate limit storage is unavailable; try again shortly.",
+        {"Retry-After": str(STORAGE_RETRY_AFTER)},
     )
 
 
@@ -104,16 +131,23 @@ def init_app(app: Flask) -> None:
     if proxies:
         # Only then is X-Forwarded-For believed, and only as many hops as there are proxies.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)  # type: ignore[method-assign]
+    uri = app.config["RATE_LIMIT_STORAGE_URI"]
+    # Storage failures arrive as one exception, whatever the storage, for _storage_unavailable.
+    options = {**app.config["RATE_LIMIT_STORAGE_OPTIONS"], "wrap_exceptions": True}
+    app.extensions[_LOGINS_KEY] = MovingWindowRateLimiter(storage_from_string(uri, **options))
+    app.register_error_handler(StorageError, _storage_unavailable)
     rate_limit = app.config["RATE_LIMIT"]
-    limiter = Limiter(
-        client_key,
-        app=app,
-        default_limits=[rate_limit] if rate_limit else [],
-        storage_uri=app.config["RATE_LIMIT_STORAGE_URI"],
-        storage_options=app.config["RATE_LIMIT_STORAGE_OPTIONS"],
-        strategy="moving-window",
-        key_prefix=app.config["RATE_LIMIT_KEY_PREFIX"],
-        default_limits_exempt_when=_exempt,
-    )
-    app.extensions[_EXTENSION_KEY] = limiter
-    app.register_error_handler(RateLimitExceeded, _rate_limited)
+    if rate_limit:
+        app.extensions[_LIMITER_KEY] = Limiter(
+            client_key,
+            app=app,
+            # One budget per client across every route (a default limit would be one per
+            # route).
+            application_limits=[rate_limit],
+            application_limits_exempt_when=_exempt,
+            storage_uri=uri,
+            storage_options=options,
+            strategy="moving-window",
+            key_prefix=app.config["RATE_LIMIT_KEY_PREFIX"],
+        )
+        app.register_error_handler(RateLimitExceeded, _rate_limited)

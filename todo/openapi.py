@@ -15,9 +15,12 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 
+from todo.accounts import TOKEN_PATTERN, TOKEN_PREFIX
+from todo.auth import PUBLIC_ENDPOINTS, REALM
 from todo.errors import PROBLEM_JSON
 from todo.idempotency import HEADER as IDEMPOTENCY_KEY
 from todo.idempotency import KEY_PATTERN
+from todo.limits import EXEMPT_ENDPOINTS
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.models.todo import MAX_ID
 from todo.schemas import (
@@ -69,12 +72,16 @@ class Problem(BaseModel):
 
 
 # Schemas of the components, each with the mode in which the API uses it.
-MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...] = (
+Models = tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...]
+MODELS: Models = (
     (TodoCreate, "validation"),
     (TodoUpdate, "validation"),
     (TodoOut, "serialization"),
     (Problem, "serialization"),
     (Health, "serialization"),
+)
+# Those of the accounts API, which exists in AUTH token only.
+ACCOUNT_MODELS: Models = (
     (UserCreate, "validation"),
     (UserOut, "serialization"),
     (TokenCreate, "validation"),
@@ -147,13 +154,6 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, Any]:
             "does: 404 (DELETE: 200 with {}).",
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
         },
-        "TokenId": {
-            "name": "token_id",
-            "in": "path",
-            "required": True,
-            "description": "The token's id, as listed by GET /tokens.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-        },
         "IfNoneMatch": {
             "name": "If-None-Match",
             "in": "header",
@@ -193,6 +193,17 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The parameters of the accounts API (AUTH token only).
+ACCOUNT_PARAMETERS = {
+    "TokenId": {
+        "name": "token_id",
+        "in": "path",
+        "required": True,
+        "description": "The token's id, as listed by GET /tokens.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    },
+}
+
 # The problem answers that several operations share, by status.
 _PROBLEMS = {
     400: "BadRequest",
@@ -229,15 +240,80 @@ def _responses(config: Mapping[str, Any]) -> dict[str, Any]:
         "UnsupportedMediaType": _problem(
             "The body was not sent as `Content-Type: application/json`."
         ),
-        "TooManyRequests": _problem(
-            "Too many requests or failed logins; retry after the given delay.",
-            **{"Retry-After": ref("Retry-After", "headers")},
-        ),
         "Unavailable": _problem(
             "The database is unavailable; retry after the given delay.",
             **{"Retry-After": ref("Retry-After", "headers")},
         ),
     }
+
+
+TOO_MANY_REQUESTS = _problem(
+    "Too many requests or failed logins; retry after the given delay.",
+    **{"Retry-After": ref("Retry-After", "headers")},
+)
+
+# AUTH token: how a client shows who it is (todo.auth), as security schemes of the document.
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": f"opaque, starting with {TOKEN_PREFIX}",
+        "description": "A token from POST /tokens, sent as `Authorization: Bearer <token>`. "
+        f"Tokens match `{TOKEN_PATTERN}`; they last until revoked (DELETE /tokens/{{token_id}}) "
+        "or until they expire.",
+    },
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "A registered username and its password, `username:password` in UTF-8; "
+        "only logging in (POST /tokens) takes them.",
+    },
+}
+# What each kind of operation (Operation.auth) requires: public ones say so explicitly.
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "bearer": [{"bearer": []}],
+    "basic": [{"basic": []}],
+    "none": [],
+}
+# The challenges todo.auth.Unauthenticated writes, exactly.
+BEARER_CHALLENGES = [f'Bearer realm="{REALM}"', f'Bearer realm="{REALM}", error="invalid_token"']
+BASIC_CHALLENGE = f'Basic realm="{REALM}"'
+ACCOUNT_HEADERS = {
+    "BearerChallenge": _header(
+        f"`{BEARER_CHALLENGES[0]}` when no bearer token was sent (another scheme counts as "
+        f"none); `{BEARER_CHALLENGES[1]}` when the token is unknown, malformed, expired or "
+        "revoked (RFC 6750).",
+        {"type": "string", "enum": BEARER_CHALLENGES},
+        required=True,
+    ),
+    "BasicChallenge": _header(
+        "Asks for HTTP Basic credentials (RFC 7617).",
+        {"type": "string", "enum": [BASIC_CHALLENGE]},
+        required=True,
+    ),
+}
+ACCOUNT_RESPONSES = {
+    "Unauthenticated": _problem(
+        "No bearer token was sent, or it is unknown, malformed, expired or revoked.",
+        **{"WWW-Authenticate": ref("BearerChallenge", "headers")},
+    ),
+    "LoginFailed": _problem(
+        "The username or the password is wrong or missing; an unknown username gets the same "
+        "answer. Failed attempts count towards the login throttle (429).",
+        **{"WWW-Authenticate": ref("BasicChallenge", "headers")},
+    ),
+}
+# The 401 of an operation that requires a bearer token or HTTP Basic.
+_UNAUTHENTICATED = {"bearer": "Unauthenticated", "basic": "LoginFailed"}
+
+_TOKEN_MODE_DESCRIPTION = (
+    "\n\nThis service knows its clients by their tokens (the setting `AUTH` is `token`): "
+    "every operation needs `Authorization: Bearer <token>` but the health check, registering "
+    "(POST /users) and logging in (POST /tokens, with HTTP Basic), which makes a token. Each "
+    "user sees and changes only their own todos; another user's todo is answered as a missing "
+    "one. With `AUTH` `none` (the default) there are no accounts: every client shares one list, "
+    "and /users and /tokens do not exist."
+)
 
 
 def todo_answer(
@@ -403,10 +479,29 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
         else _problem(description)
         for status, description in spec.problems.items()
     }
+    if app.config["RATE_LIMIT"] and rule.endpoint not in EXEMPT_ENDPOINTS:
+        problems.setdefault(429, ref("TooManyRequests", "responses"))
+    if _token_mode(app):
+        _check_security(rule.endpoint, spec.auth)
+        operation["security"] = SECURITY[spec.auth]
+        if spec.auth != "none":
+            problems[401] = ref(_UNAUTHENTICATED[spec.auth], "responses")
     operation["responses"] = {
         str(status): response for status, response in sorted((spec.responses | problems).items())
     }
     return operation
+
+
+def _token_mode(app: Flask) -> bool:
+    return app.config["AUTH"] == "token"
+
+
+def _check_security(endpoint: str, declared: str) -> None:
+    # The document must not promise a public operation that todo.auth guards, or the reverse.
+    if (declared == "bearer") == (endpoint in PUBLIC_ENDPOINTS):
+        raise LookupError(
+            f"{endpoint} is declared auth={declared!r}, which todo.auth disagrees with"
+        )
 
 
 def _check_path_arguments(rule: Rule) -> None:
@@ -444,8 +539,10 @@ def build_document(app: Flask) -> dict[str, Any]:
         item = paths.setdefault(openapi_path(rule), {})
         for method in documented_methods(rule):
             item[method.lower()] = _operation(app, rule, method)
-    _, definitions = models_json_schema(MODELS, ref_template=SCHEMA_REF)
-    return {
+    token_mode = _token_mode(app)
+    models = MODELS + ACCOUNT_MODELS if token_mode else MODELS
+    _, definitions = models_json_schema(models, ref_template=SCHEMA_REF)
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Todo API",
@@ -469,10 +566,21 @@ def build_document(app: Flask) -> dict[str, Any]:
                 for name, schema in definitions["$defs"].items()
             },
             "parameters": _parameters(app.config),
-            "headers": HEADERS,
+            "headers": dict(HEADERS),
             "responses": _responses(app.config),
         },
     }
+    components = document["components"]
+    if token_mode or app.config["RATE_LIMIT"]:
+        components["responses"]["TooManyRequests"] = TOO_MANY_REQUESTS
+    if token_mode:
+        document["info"]["description"] += _TOKEN_MODE_DESCRIPTION
+        document["tags"].append({"name": "accounts", "description": "Users and their tokens."})
+        components["parameters"] |= ACCOUNT_PARAMETERS
+        components["headers"] |= ACCOUNT_HEADERS
+        components["responses"] |= ACCOUNT_RESPONSES
+        components["securitySchemes"] = SECURITY_SCHEMES
+    return document
 
 
 def openapi_document(app: Flask) -> dict[str, Any]:

@@ -95,19 +95,28 @@ def create_token():
     """Make a bearer token for the user named by HTTP Basic credentials."""
     credentials = auth.basic_credentials()
     username_key = None if credentials is None else accounts.username_key(credentials[0])
+    _refuse_if_throttled(username_key)
+    # A request without a body asks for the defaults, as `{}` does. A chunked body declares
+    # no length but is a body all the same: json_body refuses it (411) rather than ignore it.
+    has_body = request.content_length or "Transfer-Encoding" in request.headers
+    payload = parse_body(TokenCreate, json_body()) if has_body else TokenCreate()
+    user_id = None if credentials is None else accounts.login(*credentials)
+    if user_id is None:
+        limits.count_failed_login(username_key)
+        raise auth.wrong_credentials()
+    # Guesses sent at once all pass the first check; whichever ends after the limit was
+    # reached is refused even when right, so no guess past the limit can ever succeed.
+    _refuse_if_throttled(username_key)
+    token = accounts.create_token(user_id, payload.name, payload.expires_in_days)
+    return json_response(record_json(token), 201)
+
+
+def _refuse_if_throttled(username_key: str | None) -> None:
     wait = limits.login_wait(username_key)
     if wait is not None:
         raise limits.Throttled(
             f"Too many failed logins; try again in {wait} seconds.", retry_after=wait
         )
-    # A request without a body asks for the defaults, as `{}` does.
-    payload = parse_body(TokenCreate, json_body()) if request.content_length else TokenCreate()
-    user_id = None if credentials is None else accounts.login(*credentials)
-    if user_id is None:
-        limits.count_failed_login(username_key)
-        raise auth.wrong_credentials()
-    token = accounts.create_token(user_id, payload.name, payload.expires_in_days)
-    return json_response(record_json(token), 201)
 
 
 @accounts_api.get("/tokens")
