@@ -7,8 +7,8 @@ import tempfile
 import unittest
 from datetime import timedelta
 
+from tests.accounts import TOKEN, AccountsTestCase, dispose, read_timestamp
 from tests.base import PASSWORD, basic, bearer
-from tests.test_accounts import TOKEN, AccountsTestCase, dispose, read_timestamp
 from todo import create_app
 from todo.models import db
 from todo.models.todo import Todo

@@ -3,8 +3,8 @@
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+from tests.accounts import AccountsTestCase
 from tests.base import across_databases
-from tests.test_accounts import AccountsTestCase
 from todo.models import db
 from todo.models.todo import Todo
 
