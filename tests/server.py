@@ -1,12 +1,15 @@
-"""The service started as users start it (`todo serve`), and plain HTTP clients that talk to it.
+"""The service started as users start it (`todo serve`), plain HTTP clients that talk to it,
+and which of its workers holds a connection.
 
 Everything here is bounded in time: the server must answer its health check within
 START_TIMEOUT, stop within STOP_TIMEOUT, and every request gets an answer within
 REQUEST_TIMEOUT, or the test fails.
 """
 
+import contextlib
 import ctypes
 import http.client
+import itertools
 import os
 import select
 import signal
@@ -235,6 +238,18 @@ class HostileClients:
             group.clear()
 
 
+def _server_side_inode(server_port: int, client_port: int) -> str | None:
+    # Columns of /proc/net/tcp: slot, local address:port, remote address:port, state, ...,
+    # inode (the tenth), with the ports in hexadecimal.
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            columns = line.split()
+            local, remote = columns[1].rpartition(":")[2], columns[2].rpartition(":")[2]
+            if int(local, 16) == server_port and int(remote, 16) == client_port:
+                return columns[9]
+    return None
+
+
 def todo_command() -> list[str]:
     """Return the `todo` command installed with the package, as users run it."""
     script = Path(sys.executable).parent / "todo"
@@ -266,11 +281,14 @@ class Server:
         workers: int = 3,
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
+        host: str = HOST,
     ):
         self.database_url = database_url
         self.workers = workers
         self.command = command or serve_command()
         self.env = dict(env or {})
+        # Where it listens; clients connect to HOST, which 0.0.0.0 includes.
+        self.host = host
         self.port = 0
         self.process: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile()
@@ -280,11 +298,13 @@ class Server:
         self.port = free_port()
         env = os.environ | {
             "DATABASE_URL": self.database_url,
-            "HOST": HOST,
+            "HOST": self.host,
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(self.workers),
             "GRANIAN_WORKERS_KILL_TIMEOUT": str(GRACEFUL_TIMEOUT),
-            "GUNICORN_CMD_ARGS": f"--bind={HOST}:{self.port} --graceful-timeout={GRACEFUL_TIMEOUT}",
+            "GUNICORN_CMD_ARGS": (
+                f"--bind={self.host}:{self.port} --graceful-timeout={GRACEFUL_TIMEOUT}"
+            ),
             "PYTHONUNBUFFERED": "1",
         }
         self.process = subprocess.Popen(
@@ -328,6 +348,27 @@ class Server:
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return {int(child) for child in children}
+
+    def worker_serving(self, client: Client) -> int | None:
+        """Return the process id of the worker that holds this client's connection, if any.
+
+        Linux only: the connection's server side is found in /proc/net by its two ports, and
+        its socket among the workers' open files.
+        """
+        sock = client.connection.sock
+        if sock is None:
+            return None
+        inode = _server_side_inode(self.port, sock.getsockname()[1])
+        if inode is None:
+            return None
+        target = f"socket:[{inode}]"
+        for pid in self.worker_pids():
+            for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+                # A descriptor closed while the folder is read is not the one sought.
+                with contextlib.suppress(OSError):
+                    if os.readlink(descriptor) == target:
+                        return pid
+        return None
 
     def cpu_ticks(self) -> int:
         """Return the CPU time its workers have used so far, in clock ticks."""
@@ -398,3 +439,40 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@dataclass
+class Worker:
+    """A kept-alive connection held by one worker of a server: that worker answers on it."""
+
+    server: Server
+    pid: int
+    client: Client
+
+
+def connections_to_every_worker(servers: list[Server], attempts: int = 500) -> list[Worker]:
+    """Open connections until every worker of these servers holds one; return one per worker.
+
+    They come in turns, one server's worker after another's. The other connections opened on
+    the way are closed. Fails after `attempts` new connections.
+    """
+    found: dict[int, Worker] = {}
+    wanted = {pid for server in servers for pid in server.worker_pids()}
+    for attempt in range(attempts):
+        server = servers[attempt % len(servers)]
+        client = server.client()
+        # Answered, the connection has been accepted by the worker that holds it now.
+        client.request("GET", "/api/v1/health")
+        pid = server.worker_serving(client)
+        if pid in wanted and pid not in found:
+            found[pid] = Worker(server, pid, client)
+            if len(found) == len(wanted):
+                break
+        else:
+            client.close()
+    else:
+        for worker in found.values():
+            worker.client.close()
+        raise TimeoutError(f"{len(wanted) - len(found)} workers took no connection")
+    by_server = [[w for w in found.values() if w.server is server] for server in servers]
+    return [worker for turn in itertools.zip_longest(*by_server) for worker in turn if worker]

@@ -9,6 +9,7 @@ Every setting can be changed through the environment; gunicorn's own command-lin
 import gc
 import os
 
+from todo import serve
 from todo.config import DEFAULTS
 
 
@@ -62,7 +63,9 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = os.environ.get("GUNICORN_ERRORLOG", "-")
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # The common log format, plus the request's duration in milliseconds and the worker's pid.
-access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms %(p)s'
+# Without gunicorn's %(u)s: the username of HTTP Basic credentials, which is sometimes a
+# password typed into the wrong field, stays out of the log.
+access_log_format = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms %(p)s'
 
 # gunicorn's control socket (for `gunicornc`) is off unless given a path of its own: its
 # default path is one per user, which two services on one host would fight over.
@@ -80,3 +83,25 @@ def post_worker_init(worker) -> None:
     # frozen, they no longer stall requests (in the benchmark, GET one todo's p99 went from
     # 86 ms to 18 ms and its throughput up by a quarter).
     gc.freeze()
+
+
+def on_starting(server) -> None:
+    """Refuse, before listening, what `todo serve` refuses (todo/serve.py, `check`)."""
+    # App settings (TODO_*) that every worker would refuse, and one open list (AUTH none, by
+    # default) on an address beyond loopback. Here, not at import: the bind is final only once
+    # gunicorn's command line and GUNICORN_CMD_ARGS have been read. A RuntimeError stops
+    # gunicorn with its message alone.
+    auth = os.environ.get("TODO_AUTH", "").strip()
+    try:
+        serve.check_app_settings()
+        for address in server.cfg.address:
+            # A Unix socket (a path) reaches local clients only; a socket handed over by
+            # file descriptor could be bound anywhere.
+            if not isinstance(address, str):
+                serve.check_exposure(_host(address), auth)
+    except serve.SettingsError as error:
+        raise RuntimeError(error) from None
+
+
+def _host(address: tuple[str, int] | int) -> str:
+    return address[0] if isinstance(address, tuple) else f"fd://{address}"

@@ -6,6 +6,7 @@ what each setting is for.
 """
 
 import gc
+import ipaddress
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass, fields
 from flask import Flask
 
 from todo import create_app
+from todo.config import SettingsError, configure
 
 # The factory each worker calls to build its own app.
 WORKER_APP = "todo.serve:worker_app"
@@ -25,10 +27,8 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Names that granian would read as request data: it starts every request's WSGI environ from
 # a copy of the process environment, and a request sets only the headers it carries.
 _REQUEST_NAMES = ("CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_USER", "AUTH_TYPE")
-
-
-class SettingsError(ValueError):
-    """Settings the server must not start with."""
+# Names that always mean this host's loopback interface; any address of 127.0.0.0/8 or ::1 too.
+LOOPBACK_NAMES = ("localhost",)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class Settings:
     graceful_timeout: int = 20
     access_log: bool = True
     log_level: str = "info"
+    # TODO_AUTH as given; empty when unset, and the app then serves one open list (AUTH none).
+    auth: str = ""
 
 
 # The variable that sets each setting: granian's own name where granian has one.
@@ -67,6 +69,7 @@ VARIABLES = {
     "graceful_timeout": "GRANIAN_WORKERS_KILL_TIMEOUT",
     "access_log": "GRANIAN_LOG_ACCESS_ENABLED",
     "log_level": "GRANIAN_LOG_LEVEL",
+    "auth": "TODO_AUTH",
 }
 # The values each number may take, as granian or the system accepts them.
 _RANGES = {
@@ -118,7 +121,11 @@ def settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def check(settings: Settings) -> None:
-    """Refuse settings the server must not start with, naming the variable and why."""
+    """Refuse settings the server must not start with, naming the variable and why.
+
+    The app's own settings (TODO_*) are read here as every worker will read them, once, so that
+    a bad one stops the server with one message rather than a traceback from each worker.
+    """
     for field, (lowest, highest) in _RANGES.items():
         value = getattr(settings, field)
         if value is not None and not lowest <= value <= highest:
@@ -127,6 +134,41 @@ def check(settings: Settings) -> None:
     if settings.log_level not in LOG_LEVELS:
         name = VARIABLES["log_level"]
         raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}.")
+    check_app_settings()
+    check_exposure(settings.host, settings.auth)
+
+
+def check_app_settings() -> None:
+    """Refuse the app settings of the environment that `create_app()` would refuse."""
+    # The settings alone, on a bare app named as the real one (the same instance folder):
+    # no database, no extension.
+    configure(Flask("todo", instance_relative_config=True))
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether an address to listen on is this host's loopback: only local clients reach it."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        # Any other name may resolve to an address the network reaches.
+        return False
+
+
+def check_exposure(host: str, auth: str) -> None:
+    """Refuse to serve one open list beyond loopback unless TODO_AUTH (`auth`) asked for it.
+
+    With AUTH none everyone who reaches the port reads and deletes every todo: fine for a
+    proxy on the same host, not for the network, unless that was meant.
+    """
+    if auth or is_loopback(host):
+        return
+    raise SettingsError(
+        f"Refusing to listen on {host}, beyond loopback, with TODO_AUTH unset (AUTH none): "
+        "anyone who reaches it could read and delete every todo. Set TODO_AUTH=token so that "
+        "every client needs a token, or set TODO_AUTH=none explicitly to accept an open list."
+    )
 
 
 def worker_app() -> Flask:
