@@ -9,12 +9,14 @@ import unittest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import column, create_engine, inspect, table, text
 
 from tests.base import DatabaseTestCase, across_databases
-from todo import create_app
+from todo import accounts, create_app
 from todo.database import TUTORIAL_REVISION, alembic_config, current_revision, head_revision
-from todo.models import db
+from todo.idempotency import fingerprint
+from todo.models import db, utcnow
+from todo.schemas import TodoCreate
 
 
 def dispose_engine(app) -> None:
@@ -23,6 +25,7 @@ def dispose_engine(app) -> None:
         db.engine.dispose()
 
 
+KEY_COLUMNS_BEFORE_ACCOUNTS = ("key", "fingerprint", "todo_id", "response", "created_at")
 TUTORIAL_ROWS = [
     (1, "Watch CSSE6400 Lecture", "Week 1", True, "2023-02-27 00:00:00"),
     (2, "Read the notes", None, False, None),
@@ -60,8 +63,8 @@ class TestMigrations(DatabaseTestCase):
                     ),
                 )
 
-    def start_app(self):
-        app = create_app({"SQLALCHEMY_DATABASE_URI": self.url, "TESTING": True})
+    def start_app(self, **settings):
+        app = create_app({"SQLALCHEMY_DATABASE_URI": self.url, "TESTING": True} | settings)
         self.addCleanup(dispose_engine, app)
         return app
 
@@ -102,6 +105,50 @@ class TestMigrations(DatabaseTestCase):
         self.assertEqual(
             app.test_client().post("/api/v1/todos", json={"title": "3"}).get_json()["id"], 3
         )
+
+    def test_todos_and_keys_from_before_accounts_have_no_owner_until_adopted(self):
+        self.migrate(TUTORIAL_REVISION)
+        self.insert_tutorial_rows()
+        self.migrate("0003")
+        # The remembered answer to a POST of todo 2 with an Idempotency-Key, as 0003 kept it.
+        remembered = TodoCreate(title="Read the notes")
+        keys = table("idempotency_keys", *map(column, KEY_COLUMNS_BEFORE_ACCOUNTS))
+        with self.engine.begin() as connection:
+            connection.execute(
+                keys.insert().values(
+                    key="from-before",
+                    fingerprint=fingerprint(remembered),
+                    todo_id=2,
+                    response='{"id": 2, "title": "Read the notes"}',
+                    created_at=utcnow().replace(tzinfo=None),
+                )
+            )
+        key = {"Idempotency-Key": "from-before"}
+        # Starting migrates the database to the latest revision.
+        app = self.start_app(AUTH="token")
+        with app.app_context():
+            alice = accounts.create_user("alice", "correct horse battery")["id"]
+            token = accounts.create_token(alice, None, None)["token"]
+        alice_sees = {"Authorization": f"Bearer {token}"}
+        client = app.test_client()
+        self.assertEqual(client.get("/api/v1/todos", headers=alice_sees).json, [])
+        # The key from before belongs to no user: Alice sending it creates her own todo.
+        mine = client.post("/api/v1/todos", json=remembered.model_dump(), headers=key | alice_sees)
+        self.assertEqual((mine.status_code, mine.json["id"]), (201, 3))
+
+        with app.app_context():
+            result = app.test_cli_runner().invoke(args=["todos", "adopt", "alice"])
+        self.assertEqual(result.exit_code, 0, result.output)
+        listed = client.get("/api/v1/todos", headers=alice_sees).json
+        self.assertEqual([todo["id"] for todo in listed], [1, 2, 3])
+        # Without accounts, the key from before still replays its first answer.
+        again = (
+            self.start_app()
+            .test_client()
+            .post("/api/v1/todos", json=remembered.model_dump(), headers=key)
+        )
+        self.assertEqual((again.status_code, again.json["id"]), (201, 2))
+        self.assertEqual(again.headers.get("Idempotent-Replayed"), "true")
 
     def test_tutorial_database_without_migration_history_is_brought_up_to_date(self):
         self.migrate(TUTORIAL_REVISION)
