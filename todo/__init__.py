@@ -6,7 +6,7 @@ from typing import Any
 from flask import Flask
 from flask_migrate import Migrate
 
-from todo import cli, database, errors, headers, limits
+from todo import auth, cli, database, errors, headers, limits
 from todo.config import configure
 from todo.database import MIGRATIONS
 from todo.json import OrjsonProvider
@@ -34,6 +34,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     if app.config["AUTH"] == "token":
         app.register_blueprint(accounts_api, url_prefix="/api/v1")
     app.register_blueprint(docs, url_prefix="/api/v1")
+    auth.init_app(app)
     errors.init_app(app)
     headers.init_app(app)
     cli.init_app(app)

@@ -22,7 +22,7 @@ from todo.driver import Statement
 from todo.models import UTCDateTime, naive_utc, utcnow
 from todo.models.idempotency import IdempotencyKey
 from todo.models.todo import Todo
-from todo.models.user import Token, User
+from todo.models.user import Token, User, live_token
 
 TOKEN_PREFIX = "todo_"
 # 32 random bytes (256 bits), URL-safe base64 without padding: 43 characters.
@@ -61,12 +61,7 @@ SELECT_USER_BY_NAME = Statement(
     select(*_USER_COLUMNS).where(User.username_key == bindparam("username_key"))
 )
 # The one lookup a bearer request costs: a unique index on the digest.
-SELECT_TOKEN_OWNER = Statement(
-    select(Token.user_id).where(
-        Token.digest == bindparam("digest"),
-        (Token.expires_at.is_(None)) | (Token.expires_at > bindparam("now", type_=UTCDateTime())),
-    )
-)
+SELECT_TOKEN_OWNER = Statement(select(Token.user_id).where(live_token(bindparam("digest"))))
 INSERT_TOKEN = Statement(
     insert(Token)
     .values(
@@ -190,7 +185,7 @@ def token_owner(token: str) -> int | None:
     if not looks_like_token(token):
         return None
     with store.connect() as connection:
-        row = connection.first(SELECT_TOKEN_OWNER, {"digest": digest(token), "now": utcnow()})
+        row = connection.first(SELECT_TOKEN_OWNER, {"digest": digest(token)})
     return None if row is None else row[0]
 
 

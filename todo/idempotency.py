@@ -81,12 +81,13 @@ def fingerprint(payload: TodoCreate) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def create_once(key: str, payload: TodoCreate, owner: int | None) -> Created:
+def create_once(key: str, payload: TodoCreate, owner: store.Owner) -> Created:
     """Create the owner's todo unless their key already did; replay the first answer if so.
 
     Keys belong to their owner: two users sending one key create two todos.
     """
     digest = fingerprint(payload)
+    user = store.owner_id(owner)
     # The second attempt runs only after a concurrent request with the same key won the race.
     for _ in range(2):
         with store.connect() as connection:
@@ -96,7 +97,7 @@ def create_once(key: str, payload: TodoCreate, owner: int | None) -> Created:
             # not there locks the gap, and two such requests would deadlock on the insert.
             known = {
                 "key": key,
-                "owner": NO_OWNER if owner is None else owner,
+                "owner": NO_OWNER if user is None else user,
                 "cutoff": now - _ttl(),
             }
             remembered = connection.first(SELECT_KEY, known)
@@ -110,7 +111,7 @@ def create_once(key: str, payload: TodoCreate, owner: int | None) -> Created:
                     )
                 else:
                     return Created(response.encode(), todo_id, replayed=True)
-            todo = store.insert(connection, payload.model_dump(), owner)
+            todo = store.insert(connection, payload.model_dump(), user)
             body = todo_json(todo)
             remember = known | {"fingerprint": digest, "todo_id": todo.id, "now": now}
             try:

@@ -4,12 +4,12 @@ Each write is one transaction, committed here. The row's shape is derived from t
 so a column added there (and in a migration) is read and written by every statement below.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, bindparam
@@ -18,6 +18,7 @@ from werkzeug.exceptions import NotFound, PreconditionFailed
 from todo.driver import Connection, Statement
 from todo.models import UTCDateTime, db, naive_utc, utcnow
 from todo.models.todo import MAX_ID, MAX_VERSION, Todo
+from todo.models.user import Token, live_token
 from todo.schemas import TodoListQuery
 
 # Every column of the table, in the model's order: the driver's tuples have this shape.
@@ -35,6 +36,7 @@ class StoredTodo(tuple[Any, ...]):
     __slots__ = ()
     id = property(itemgetter(ROW_KEYS.index("id")))
     version = property(itemgetter(ROW_KEYS.index("version")))
+    owner_id = property(itemgetter(ROW_KEYS.index("owner_id")))
     _updated_at = property(itemgetter(ROW_KEYS.index("updated_at")))
 
     @property
@@ -49,32 +51,79 @@ class StoredTodo(tuple[Any, ...]):
         return cls(values[key] for key in ROW_KEYS)
 
 
-# Whose todos a statement may touch: in AUTH token mode each one carries this condition, so
-# that no request can reach another user's todo, whatever it asks for. An owner of None
-# (AUTH none) runs the statement without it: one shared list.
-OWNED = Todo.owner_id == bindparam("owner")
+class Bearer(NamedTuple):
+    """A request's owner known by the digest of its bearer token, not yet looked up.
+
+    Each statement finds the owner itself, with a subquery on the token's digest: a request
+    that finds its todo runs one statement, token check included. When a statement finds
+    nothing, or an insert needs the owner's id, `confirm` looks the token up: it returns the
+    user's id, or raises the 401 of a token that names no one.
+    """
+
+    digest: str
+    confirm: Callable[[], int]
+
+
+# Whose todos a request may touch: everyone's (None: AUTH none, one shared list), a user's
+# by id, or a user's by bearer token. Scoped statements carry the condition in their WHERE
+# clause, so that no request can reach another user's todo, whatever it asks for.
+Owner = int | Bearer | None
+_TOKEN_OWNER = sa.select(Token.user_id).where(live_token(bindparam("digest"))).scalar_subquery()
+OWNED = {
+    "shared": None,
+    "user": Todo.owner_id == bindparam("owner"),
+    "bearer": Todo.owner_id == _TOKEN_OWNER,
+}
+Scope = Literal["shared", "user", "bearer"]
+
+
+def scope_of(owner: Owner) -> Scope:
+    """Tell which condition scopes the owner's statements."""
+    if owner is None:
+        return "shared"
+    return "bearer" if isinstance(owner, Bearer) else "user"
+
+
+def _owned(statement: Any, scope: Scope) -> Any:
+    condition = OWNED[scope]
+    return statement if condition is None else statement.where(condition)
+
+
+def _owner_values(owner: Owner) -> dict[str, Any]:
+    if isinstance(owner, Bearer):
+        return {"digest": owner.digest}
+    return {"owner": owner}
+
+
+def owner_id(owner: Owner) -> int | None:
+    """Return the owner's user id (None for the shared list), looking a token up if need be."""
+    return owner.confirm() if isinstance(owner, Bearer) else owner
+
+
+def _found_nothing(owner: Owner) -> None:
+    # Nothing found may mean a token that names no one: that is a 401, not a missing todo.
+    if isinstance(owner, Bearer):
+        owner.confirm()
 
 
 # Built once per shape; each request only binds its values (see todo.driver).
 @cache
-def select_todo(scoped: bool, lock: bool = False) -> Statement:
+def select_todo(scope: Scope, lock: bool = False) -> Statement:
     """Select one todo by id; locked until the transaction ends with `lock`.
 
     SQLite, which has no row locks, ignores FOR UPDATE.
     """
-    statement = sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id"))
-    if scoped:
-        statement = statement.where(OWNED)
-    return Statement(statement.with_for_update() if lock else statement)
+    statement = _owned(sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")), scope)
+    return Statement(statement.with_for_update(of=Todo) if lock else statement)
 
 
 @cache
-def delete_todo(scoped: bool) -> Statement:
+def delete_todo(scope: Scope) -> Statement:
     """Delete one todo by id, only at `version`."""
     statement = sa.delete(Todo).where(
         Todo.id == bindparam("todo_id"), Todo.version == bindparam("version")
     )
-    return Statement(statement.where(OWNED) if scoped else statement)
+    return Statement(_owned(statement, scope))
 
 
 INSERT_TODO = Statement(
@@ -86,16 +135,14 @@ INSERT_TODO = Statement(
 
 @cache
 def select_todos(
-    *, scoped: bool, completed: bool, window: bool, after: bool, limit: bool
+    *, scope: Scope, completed: bool, window: bool, after: bool, limit: bool
 ) -> Statement:
     """Select the todos matching the filters that are given, ordered by id.
 
-    Takes the parameters `owner`, `completed`, `horizon` (latest deadline), `after` and
+    Takes the owner's parameters, `completed`, `horizon` (latest deadline), `after` and
     `limit`.
     """
-    statement = sa.select(*ROW_COLUMNS).order_by(Todo.id)
-    if scoped:
-        statement = statement.where(OWNED)
+    statement = _owned(sa.select(*ROW_COLUMNS).order_by(Todo.id), scope)
     if completed:
         statement = statement.where(Todo.completed == bindparam("completed"))
     if window:
@@ -116,7 +163,7 @@ NEXT_VERSION = sa.case((Todo.version < MAX_VERSION, Todo.version + 1), else_=1)
 
 @cache
 def update_todo(
-    fields: frozenset[str], scoped: bool, checks_version: bool, checks_date: bool, returning: bool
+    fields: frozenset[str], scope: Scope, checks_version: bool, checks_date: bool, returning: bool
 ) -> Statement:
     """Update the given fields of a todo, only at `version` and if unchanged since `since`.
 
@@ -132,8 +179,7 @@ def update_todo(
             | {"version": NEXT_VERSION, "updated_at": bindparam("now", type_=UTCDateTime())}
         )
     )
-    if scoped:
-        statement = statement.where(OWNED)
+    statement = _owned(statement, scope)
     if checks_version:
         statement = statement.where(Todo.version == bindparam("version"))
     if checks_date:
@@ -202,30 +248,31 @@ def connect() -> Connection:
 
 
 def _find(
-    connection: Connection, todo_id: int, owner: int | None, lock: bool = False
+    connection: Connection, todo_id: int, owner: Owner, lock: bool = False
 ) -> StoredTodo | None:
     if not can_exist(todo_id):
         return None
     # SQLite ignores FOR UPDATE; its transactions take the write lock up front instead.
-    statement = select_todo(owner is not None, lock)
-    row = connection.first(statement, {"todo_id": todo_id, "owner": owner})
+    statement = select_todo(scope_of(owner), lock)
+    row = connection.first(statement, {"todo_id": todo_id, **_owner_values(owner)})
     return None if row is None else StoredTodo(row)
 
 
-def _not_found(todo_id: int) -> NotFound:
+def _not_found(todo_id: int, owner: Owner) -> NotFound:
+    _found_nothing(owner)
     return NotFound(f"There is no todo with id {todo_id}." if todo_id >= 0 else None)
 
 
-def get(todo_id: int, owner: int | None) -> StoredTodo:
+def get(todo_id: int, owner: Owner) -> StoredTodo:
     """Return the owner's todo with this id, or raise 404."""
     with connect() as connection:
         todo = _find(connection, todo_id, owner)
     if todo is None:
-        raise _not_found(todo_id)
+        raise _not_found(todo_id, owner)
     return todo
 
 
-def insert(connection: Connection, fields: dict[str, Any], owner: int | None) -> StoredTodo:
+def insert(connection: Connection, fields: dict[str, Any], owner: Owner) -> StoredTodo:
     """Insert a new todo of this owner in the connection's transaction, without committing."""
     now = naive_utc(utcnow())
     # Naive UTC, as the driver returns stored timestamps, so that the encoders write them alike.
@@ -234,12 +281,12 @@ def insert(connection: Connection, fields: dict[str, Any], owner: int | None) ->
         "created_at": now,
         "updated_at": now,
         "version": 1,
-        "owner_id": owner,
+        "owner_id": owner_id(owner),
     }
     return StoredTodo.from_values(values | {"id": connection.insert(INSERT_TODO, values)})
 
 
-def create(fields: dict[str, Any], owner: int | None) -> StoredTodo:
+def create(fields: dict[str, Any], owner: Owner) -> StoredTodo:
     """Store a new todo of this owner."""
     with connect() as connection:
         todo = insert(connection, fields, owner)
@@ -248,7 +295,7 @@ def create(fields: dict[str, Any], owner: int | None) -> StoredTodo:
 
 
 def update(
-    todo_id: int, owner: int | None, changes: dict[str, Any], preconditions: Preconditions
+    todo_id: int, owner: Owner, changes: dict[str, Any], preconditions: Preconditions
 ) -> StoredTodo:
     """Apply a partial update, only to a todo that meets the preconditions.
 
@@ -266,7 +313,7 @@ def update(
                 return todo
         todo = _find(connection, todo_id, owner)
     if todo is None:
-        raise _not_found(todo_id)
+        raise _not_found(todo_id, owner)
     refusal = preconditions.refusal(todo)
     if refusal is not None:
         raise PreconditionFailed(refusal)
@@ -279,7 +326,7 @@ def update(
 def _update_where(
     connection: Connection,
     todo_id: int,
-    owner: int | None,
+    owner: Owner,
     changes: dict[str, Any],
     preconditions: Preconditions,
 ) -> StoredTodo | None:
@@ -288,12 +335,12 @@ def _update_where(
     since = preconditions.unmodified_since
     returning = connection.dialect.update_returning
     statement = update_todo(
-        frozenset(changes), owner is not None, version is not None, since is not None, returning
+        frozenset(changes), scope_of(owner), version is not None, since is not None, returning
     )
     values = {
         **changes,
         "todo_id": todo_id,
-        "owner": owner,
+        **_owner_values(owner),
         "now": utcnow(),
         "version": version,
         "since": since,
@@ -301,13 +348,13 @@ def _update_where(
     if not returning:
         # The todo is read back after the update, in the same transaction.
         connection.begin()
-    return _update_one(connection, statement, values, returning)
+    return _update_one(connection, statement, values, returning, owner)
 
 
 def _update_locked(
     connection: Connection,
     todo_id: int,
-    owner: int | None,
+    owner: Owner,
     changes: dict[str, Any],
     preconditions: Preconditions,
 ) -> StoredTodo | None:
@@ -316,19 +363,19 @@ def _update_locked(
     if todo is None:
         return None
     returning = connection.dialect.update_returning
-    statement = update_todo(frozenset(changes), owner is not None, True, False, returning)
+    statement = update_todo(frozenset(changes), scope_of(owner), True, False, returning)
     values = {
         **changes,
         "todo_id": todo_id,
-        "owner": owner,
+        **_owner_values(owner),
         "now": utcnow(),
         "version": todo.version,
     }
-    return _update_one(connection, statement, values, returning)
+    return _update_one(connection, statement, values, returning, owner)
 
 
 def _find_locked(
-    connection: Connection, todo_id: int, owner: int | None, preconditions: Preconditions
+    connection: Connection, todo_id: int, owner: Owner, preconditions: Preconditions
 ) -> StoredTodo | None:
     """Begin a transaction, read the todo locked in it and check the preconditions (412)."""
     connection.begin()
@@ -341,34 +388,42 @@ def _find_locked(
 
 
 def _update_one(
-    connection: Connection, statement: Statement, values: dict[str, Any], returning: bool
+    connection: Connection,
+    statement: Statement,
+    values: dict[str, Any],
+    returning: bool,
+    owner: Owner,
 ) -> StoredTodo | None:
     """Run an update of one todo; return the todo as it is now, or None if none matched."""
     if returning:
         row = connection.first(statement, values)
         return None if row is None else StoredTodo(row)
     if connection.execute(statement, values) == 1:
-        return _find(connection, values["todo_id"], values["owner"])
+        return _find(connection, values["todo_id"], owner)
     return None
 
 
-def delete(todo_id: int, owner: int | None, preconditions: Preconditions) -> StoredTodo | None:
+def delete(todo_id: int, owner: Owner, preconditions: Preconditions) -> StoredTodo | None:
     """Delete the owner's todo if it meets the preconditions; return it as it was, or None."""
     with connect() as connection:
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
         todo = _find_locked(connection, todo_id, owner, preconditions)
         if todo is None:
+            _found_nothing(owner)
             return None
-        values = {"todo_id": todo_id, "owner": owner, "version": todo.version}
-        connection.execute(delete_todo(owner is not None), values)
+        # The todo was found, so it is the owner's: deleted by its id, the token is not read
+        # again.
+        values = {"todo_id": todo_id, "owner": todo.owner_id, "version": todo.version}
+        connection.execute(delete_todo(scope_of(todo.owner_id)), values)
         connection.commit()
     return todo
 
 
-def _list_parameters(query: TodoListQuery, owner: int | None) -> dict[str, Any]:
+def _list_parameters(query: TodoListQuery, owner: Owner) -> dict[str, Any]:
     return {
-        "owner": owner,
+        "scope": scope_of(owner),
+        **_owner_values(owner),
         "completed": query.completed,
         "horizon": None if query.window is None else window_horizon(query.window),
         "after": None if query.after is None else min(max(query.after, 0), MAX_ID),
@@ -378,7 +433,7 @@ def _list_parameters(query: TodoListQuery, owner: int | None) -> dict[str, Any]:
 
 def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequence[tuple]:
     statement = select_todos(
-        scoped=parameters["owner"] is not None,
+        scope=parameters["scope"],
         completed=parameters["completed"] is not None,
         window=parameters["horizon"] is not None,
         after=parameters["after"] is not None,
@@ -387,19 +442,21 @@ def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequenc
     return connection.all(statement, parameters)
 
 
-def page(query: TodoListQuery, owner: int | None) -> tuple[Sequence[tuple], int | None]:
+def page(query: TodoListQuery, owner: Owner) -> tuple[Sequence[tuple], int | None]:
     """Return one page of the owner's todos, and the id to continue after if more follow."""
     limit = query.limit
     assert limit is not None, "a page is what a limit asks for; without one, stream()"
     parameters = _list_parameters(query, owner) | {"limit": limit + 1}
     with connect() as connection:
         rows = _execute_list(connection, parameters)
+    if not rows:
+        _found_nothing(owner)
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1][0]
     return rows, None
 
 
-def stream(query: TodoListQuery, owner: int | None) -> Iterator[Sequence[tuple]]:
+def stream(query: TodoListQuery, owner: Owner) -> Iterator[Sequence[tuple]]:
     """Yield every matching todo of the owner in batches, read by id in pages of STREAM_BATCH.
 
     Paging by id keeps memory flat on every engine without server-side cursors. The first
@@ -408,6 +465,14 @@ def stream(query: TodoListQuery, owner: int | None) -> Iterator[Sequence[tuple]]
     parameters = _list_parameters(query, owner) | {"limit": STREAM_BATCH}
     with connect() as connection:
         first = _execute_list(connection, parameters)
+    if not first:
+        _found_nothing(owner)
+    elif isinstance(owner, Bearer):
+        # The token was good when the list began: the rest of it is that user's, by id, even
+        # if the token is revoked while the list is being sent.
+        user = StoredTodo(first[0]).owner_id
+        parameters = {key: value for key, value in parameters.items() if key != "digest"}
+        parameters |= {"scope": scope_of(user), "owner": user}
     return _following_batches(db.engine, first, parameters)
 
 

@@ -1,8 +1,21 @@
 """The User and Token models: accounts, and the bearer tokens that act for them."""
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    ForeignKey,
+    FunctionElement,
+    Index,
+    Integer,
+    String,
+    and_,
+    or_,
+)
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 
 from todo.models import UTCDateTime, db, utcnow
@@ -53,3 +66,36 @@ class Token(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model
 
     def __repr__(self) -> str:
         return f"<Token {self.id} {self.name!r} of user {self.user_id}>"
+
+
+class utc_now(FunctionElement[datetime]):  # noqa: N801  # named as SQL functions are
+    """The database's current time in UTC, as the timestamp columns store it.
+
+    The token check runs in every bearer request's statement: reading the clock there, not
+    binding Python's, saves that request a conversion of its own.
+    """
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now, "sqlite")
+def _sqlite_utc_now(element, compiler, **kw) -> str:
+    return "strftime('%Y-%m-%dT%H:%M:%S', 'now')"
+
+
+@compiles(utc_now, "postgresql")
+def _postgresql_utc_now(element, compiler, **kw) -> str:
+    return "(now() AT TIME ZONE 'UTC')"
+
+
+@compiles(utc_now, "mysql")
+@compiles(utc_now, "mariadb")
+def _mysql_utc_now(element, compiler, **kw) -> str:
+    return "UTC_TIMESTAMP()"
+
+
+def live_token(digest: Any) -> ColumnElement[bool]:
+    """The condition that a token row is the one with this digest and has not expired."""
+    expiry = Token.expires_at
+    return and_(Token.digest == digest, or_(expiry.is_(None), expiry > utc_now()))
