@@ -1,6 +1,7 @@
 """Benchmark the service against the raw-sqlite3 ceiling app, under `todo serve` and wrk.
 
-    .venv/bin/python bench/run.py [--quick] [--rounds N] [--duration S] [--memory]
+    .venv/bin/python bench/run.py [--quick] [--rounds N] [--duration S] [--workloads K,...]
+    .venv/bin/python bench/run.py --memory [--quick]
 
 See bench/README.md for what the workloads are and how to read the numbers.
 """
@@ -12,6 +13,7 @@ import math
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +31,7 @@ from typing import NamedTuple
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 TODO = Path(sys.executable).parent / "todo"
+FLASK = Path(sys.executable).parent / "flask"
 # App factories for the production server: the service's own, and the reference apps'.
 SERVICE = "todo.serve:worker_app"
 CEILING = "bench.frozen:ceiling"
@@ -53,26 +56,39 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS todos (
 DB_TIME = "%Y-%m-%dT%H:%M:%S"  # as the service stores datetimes in SQLite
 
 
+# The apps measured, in the table's order; each round alternates which goes first.
+APPS = ("service", "floor", "ceiling")
+# AUTH none against AUTH token: the service as above, and the service in token mode, whose
+# every request carries a user's bearer token (issue 12).
+TOKEN_APPS = ("service", "token")
+# The apps that run in AUTH token, on todos owned by TOKEN_USER, made with the CLI as an
+# administrator would; every request they get carries that user's bearer token.
+BEARER_APPS = {"token"}
+TOKEN_USER = "bench"
+
+
 class Workload(NamedTuple):
+    key: str  # its name in --workloads
     name: str
     path: str
     script: str | None
-    target: float  # the ratio service/ceiling that issue 6 asks for
+    # The ratio asked for: service/ceiling (issue 6), or token/none for TOKEN_APPS (issue 12).
+    target: float
+    apps: tuple[str, ...] = APPS
 
 
 # Writes come last so that every read sees exactly the seeded 10,000 todos.
 WORKLOADS = [
-    Workload("GET one of 10,000", "/api/v1/todos/1", "get_one.lua", 0.8),
-    Workload("GET ?limit=100", "/api/v1/todos?limit=100", None, 0.8),
-    Workload("GET all 10,000", "/api/v1/todos", None, 1.0),
-    Workload("GET ?completed=false&window=7", "/api/v1/todos?completed=false&window=7", None, 1.0),
-    Workload("POST", "/api/v1/todos", "post.lua", 0.6),
-    Workload("PUT one of 10,000", "/api/v1/todos", "put.lua", 0.6),
-]
-
-
-# The apps measured, in the table's order; each round alternates which goes first.
-APPS = ("service", "floor", "ceiling")
+    Workload("get_one", "GET one of 10,000", "/api/v1/todos/1", "get_one.lua", 0.8),
+    Workload("get_one_token", "GET one of 10,000", "/api/v1/todos/1", "get_one.lua", 0.85,
+             TOKEN_APPS),
+    Workload("limit_100", "GET ?limit=100", "/api/v1/todos?limit=100", None, 0.8),
+    Workload("all", "GET all 10,000", "/api/v1/todos", None, 1.0),
+    Workload("window", "GET ?completed=false&window=7", "/api/v1/todos?completed=false&window=7",
+             None, 1.0),
+    Workload("post", "POST", "/api/v1/todos", "post.lua", 0.6),
+    Workload("put", "PUT one of 10,000", "/api/v1/todos", "put.lua", 0.6),
+]  # fmt: skip
 
 
 class Sample(NamedTuple):
@@ -117,6 +133,30 @@ def seed(path, count, service):
         )
 
 
+def sign_up(db):
+    """Give the todos in `db` to a new user, as an administrator would; return its token.
+
+    With the CLI: `flask --app todo users create`, `tokens create`, and `todos adopt`, which
+    gives the user the seeded todos (they have no owner), as when a service moves from AUTH
+    none to token.
+    """
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "TODO_AUTH": "token"}
+
+    def flask(*args, password=""):
+        done = subprocess.run(
+            [str(FLASK), "--app", "todo", *args], input=password, env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"flask --app todo {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return done.stdout
+
+    flask("users", "create", TOKEN_USER, password=secrets.token_urlsafe(16) + "\n")
+    token = flask("tokens", "create", TOKEN_USER, "--name", "benchmark").strip()
+    flask("todos", "adopt", TOKEN_USER)
+    return token
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -128,14 +168,18 @@ def tail(log):
 
 
 @contextlib.contextmanager
-def server(app, db, workers, log):
-    """Run the production server on core 0 for `app` on the SQLite file `db`; yield it, its URL."""
+def server(app, db, workers, log, settings=None):
+    """Run the production server on core 0 for `app` on the SQLite file `db`; yield it, its URL.
+
+    `settings` adds to its environment (TODO_AUTH, say).
+    """
     port = free_port()
     # Every app runs under the service's production settings, without the access log.
     env = {
         **os.environ, "DATABASE_URL": f"sqlite:///{db}", "BENCH_DB": str(db),
         "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers),
         "GRANIAN_LOG_ACCESS_ENABLED": "false", "GRANIAN_WORKERS_KILL_TIMEOUT": "5",
+        **(settings or {}),
     }  # fmt: skip
     serve = [str(TODO), "serve"] if app == SERVICE else [sys.executable, "-c", RUN_APP, app]
     command = ["taskset", "-c", "0", *serve]
@@ -175,11 +219,12 @@ def stop(proc):
             return
 
 
-def warm(url):
+def warm(url, token=None):
     """Take each read path once, so that no measurement pays for first-request setup."""
-    for workload in WORKLOADS:
-        if workload.script is None:
-            urllib.request.urlopen(url + workload.path, timeout=60).read()
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    for path in sorted({w.path for w in WORKLOADS if w.script is None} | {"/api/v1/todos/1"}):
+        request = urllib.request.Request(url + path, headers=headers)
+        urllib.request.urlopen(request, timeout=60).read()
 
 
 def milliseconds(text):
@@ -187,8 +232,12 @@ def milliseconds(text):
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
 
 
-def load(url, workload, duration):
-    """Run wrk on core 1 against one workload and return what it measured."""
+def load(url, workload, duration, token=None):
+    """Run wrk on core 1 against one workload and return what it measured.
+
+    With a token every request carries it as a bearer token (the scripts read BENCH_TOKEN
+    from the environment, so that no command line or error message shows it).
+    """
     command = [
         "taskset", "-c", "1", "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s",
         "--latency", "--timeout", "10s",
@@ -196,8 +245,11 @@ def load(url, workload, duration):
     if workload.script:
         command += ["-s", str(BENCH / workload.script)]
     command += [url + workload.path, "--", str(TODOS)]
+    env = {name: value for name, value in os.environ.items() if name != "BENCH_TOKEN"}
+    if token is not None:
+        env["BENCH_TOKEN"] = token
     out = subprocess.run(
-        command, capture_output=True, text=True, timeout=duration + 60, check=True
+        command, capture_output=True, text=True, timeout=duration + 60, check=True, env=env
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     # wrk pads units to a fixed width: "1.28s " but "12.50ms".
@@ -213,30 +265,38 @@ def load(url, workload, duration):
     return Sample(float(rps[1]), milliseconds(latency["50"]), milliseconds(latency["99"]), errors)
 
 
-def throughput(tmp, apps, rounds, duration):
-    """Run each workload on every app in turn, round after round; return the samples.
+def throughput(tmp, apps, workloads, rounds, duration):
+    """Run each workload on each of its apps in turn, round after round; return the samples.
 
-    All the servers are up at once, each on its own copy of the seeded data, and the apps
-    take turns within each workload, in an order that alternates every round. Each sample
-    of one app then has one of every other app taken seconds away, and a machine whose
-    speed drifts over minutes (another tenant, heat) shifts them all alike.
+    All the servers the workloads need are up at once, each on its own copy of the seeded
+    data, and a workload's apps take turns, in an order that alternates every round. Each
+    sample of one app then has one of every other app taken seconds away, and a machine
+    whose speed drifts over minutes (another tenant, heat) shifts them all alike.
     """
     source = tmp / "seed.sqlite"
     seed(source, TODOS, apps["service"])
-    samples = {(name, w.name): [] for name in apps for w in WORKLOADS}
+    needed = [name for name in apps if any(name in w.apps for w in workloads)]
+    samples = {(name, w.key): [] for w in workloads for name in w.apps}
+    tokens = {}
     with contextlib.ExitStack() as servers:
         urls = {}
-        for name, app in apps.items():
+        for name in needed:
             db = tmp / f"{name}.sqlite"
             shutil.copyfile(source, db)
-            _, urls[name] = servers.enter_context(server(app, db, 2, tmp / f"{name}.log"))
-            warm(urls[name])
-        for workload in WORKLOADS:
+            settings = None
+            if name in BEARER_APPS:
+                tokens[name] = sign_up(db)
+                settings = {"TODO_AUTH": "token"}
+            log = tmp / f"{name}.log"
+            _, urls[name] = servers.enter_context(server(apps[name], db, 2, log, settings))
+            warm(urls[name], tokens.get(name))
+        for workload in workloads:
             for index in range(rounds):
-                for name in list(apps) if index % 2 == 0 else list(apps)[::-1]:
-                    sample = load(urls[name], workload, duration)
-                    samples[name, workload.name].append(sample)
-                    print(f"round {index + 1} {name} {workload.name}: {sample}", file=sys.stderr)
+                order = workload.apps if index % 2 == 0 else workload.apps[::-1]
+                for name in order:
+                    sample = load(urls[name], workload, duration, tokens.get(name))
+                    samples[name, workload.key].append(sample)
+                    print(f"round {index + 1} {name} {workload.key}: {sample}", file=sys.stderr)
     return samples
 
 
@@ -258,20 +318,21 @@ def number(value):
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def report(samples, rounds, duration):
-    """Print the medians over rounds as a markdown table; return whether any request failed."""
+def report(samples, workloads, rounds, duration):
+    """Print the medians over rounds as markdown tables; return whether any request failed."""
     print(
         f"\n{rounds} round(s) × {duration} s per workload; wrk -t2 -c{CONNECTIONS} on core 1;"
-        f" {SERVER} with 2 workers on core 0; medians over rounds\n"
+        f" {SERVER} with 2 workers on core 0; medians over rounds"
     )
-    print("| workload | service req/s | floor req/s | ceiling req/s | service/ceiling"
-          " | target | service/floor | floor/ceiling | service p50/p99 ms"
-          " | ceiling p50/p99 ms |")  # fmt: skip
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     notes, failed = [], False
-    for workload in WORKLOADS:
-        results = {name: summary(samples[name, workload.name]) for name in APPS}
-        service, floor, ceiling = (results[name] for name in APPS)
+    results = {(name, w.key): summary(samples[name, w.key]) for w in workloads for name in w.apps}
+    if frameworks := [w for w in workloads if w.apps == APPS]:
+        print("\n| workload | service req/s | floor req/s | ceiling req/s | service/ceiling"
+              " | target | service/floor | floor/ceiling | service p50/p99 ms"
+              " | ceiling p50/p99 ms |")  # fmt: skip
+        print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for workload in frameworks:
+        service, floor, ceiling = (results[name, workload.key] for name in APPS)
         print(
             f"| {workload.name} | {service.rps:.0f} | {floor.rps:.0f} | {ceiling.rps:.0f}"
             f" | {number(ratio(samples, 'service', 'ceiling', workload))} | {workload.target}"
@@ -280,8 +341,24 @@ def report(samples, rounds, duration):
             f" | {number(service.p50)} / {number(service.p99)}"
             f" | {number(ceiling.p50)} / {number(ceiling.p99)} |"
         )
-        for name, result in results.items():
-            where = f"{name}, {workload.name}:"
+    if bearers := [w for w in workloads if w.apps == TOKEN_APPS]:
+        print("\nThe service in AUTH token, each request with a user's bearer token, against"
+              " AUTH none:\n")  # fmt: skip
+        print("| workload | AUTH none req/s | AUTH token req/s | token/none | target"
+              " | none p50/p99 ms | token p50/p99 ms |")  # fmt: skip
+        print("|---|--:|--:|--:|--:|--:|--:|")
+    for workload in bearers:
+        none, token = (results[name, workload.key] for name in TOKEN_APPS)
+        print(
+            f"| {workload.name} | {none.rps:.0f} | {token.rps:.0f}"
+            f" | {number(ratio(samples, 'token', 'service', workload))} | {workload.target}"
+            f" | {number(none.p50)} / {number(none.p99)}"
+            f" | {number(token.p50)} / {number(token.p99)} |"
+        )
+    for workload in workloads:
+        for name in workload.apps:
+            result = results[name, workload.key]
+            where = f"{name}, {workload.name} ({workload.key}):"
             if result.errors:
                 failed = True
                 notes.append(f"{where} {result.errors} failed (non-2xx or socket errors)")
@@ -294,7 +371,7 @@ def report(samples, rounds, duration):
 
 def ratio(samples, name, reference, workload):
     """Return the median over rounds of one app's req/s over another's in the same round."""
-    pairs = zip(samples[name, workload.name], samples[reference, workload.name], strict=True)
+    pairs = zip(samples[name, workload.key], samples[reference, workload.key], strict=True)
     return median([mine.rps / theirs.rps if theirs.rps else math.nan for mine, theirs in pairs])
 
 
@@ -343,6 +420,24 @@ def memory(tmp, apps, count):
         )
 
 
+def choose(keys, service):
+    """Return the workloads named by --workloads, in the harness's order (default: all).
+
+    AUTH none against token compares the service with itself, so those workloads need it.
+    """
+    known = [w.key for w in WORKLOADS]
+    if unknown := [key for key in keys or () if key not in known]:
+        sys.exit(f"Unknown workload {', '.join(unknown)}: choose from {', '.join(known)}")
+    chosen = [w for w in WORKLOADS if keys is None or w.key in keys]
+    if service != SERVICE:
+        if keys is not None and any(w.apps == TOKEN_APPS for w in chosen):
+            sys.exit(f"Token workloads measure the service in AUTH token: drop --service {service}")
+        chosen = [w for w in chosen if w.apps != TOKEN_APPS]
+    if not chosen:
+        sys.exit("No workload to run.")
+    return chosen
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round, to prove it works")
@@ -356,7 +451,12 @@ def main():
         "--service", default=SERVICE,
         help=f"WSGI app to measure (default {SERVICE}; {CEILING} checks the harness alone)",
     )  # fmt: skip
+    parser.add_argument(
+        "--workloads", type=lambda text: text.split(","),
+        help=f"only these, comma-separated: {','.join(w.key for w in WORKLOADS)} (default: all)",
+    )  # fmt: skip
     args = parser.parse_args()
+    workloads = choose(args.workloads, args.service)
     rounds = args.rounds or (1 if args.quick else 5)
     duration = args.duration or (2 if args.quick else 5)
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
@@ -366,17 +466,18 @@ def main():
         sys.exit(f"No `todo` beside {sys.executable}: run this with the project's venv Python.")
     # Turn a plain kill into an exception, so that the servers are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
-    apps = {"service": args.service, "floor": FLOOR, "ceiling": CEILING}
+    # The token app is always the service itself: AUTH token is the service's own.
+    apps = {"service": args.service, "floor": FLOOR, "ceiling": CEILING, "token": SERVICE}
     with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
         try:
             if args.memory:
-                without_floor = {name: app for name, app in apps.items() if name != "floor"}
-                memory(Path(tmp), without_floor, TODOS if args.quick else MEMORY_TODOS)
+                measured = {name: apps[name] for name in ("service", "ceiling")}
+                memory(Path(tmp), measured, TODOS if args.quick else MEMORY_TODOS)
                 return 0
-            samples = throughput(Path(tmp), apps, rounds, duration)
+            samples = throughput(Path(tmp), apps, workloads, rounds, duration)
         except (RuntimeError, subprocess.SubprocessError) as error:
             sys.exit(f"Benchmark failed: {error}")
-        return 1 if report(samples, rounds, duration) else 0
+        return 1 if report(samples, workloads, rounds, duration) else 0
 
 
 if __name__ == "__main__":

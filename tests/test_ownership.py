@@ -1,10 +1,12 @@
 """Each user's own todos (AUTH token): another user's todo is a missing one, everywhere."""
 
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 from tests.accounts import AccountsTestCase
-from tests.base import across_databases
+from tests.base import across_databases, bearer
+from todo.driver import Connection
 from todo.models import db
 from todo.models.todo import Todo
 
@@ -211,3 +213,34 @@ class TestOwnership(AccountsTestCase):
                 self.assertProblem(response, 404)
         self.assertEqual(self.flask("todos", "adopt", "bob").exit_code, 0)
         self.assertEqual(self.ids("bob"), [todo_id])
+
+
+@across_databases
+class TestCostOfATokenRequest(AccountsTestCase):
+    """A bearer request reads its token inside its own statement and writes nothing."""
+
+    users = ("alice",)
+
+    def statements(self, method: str, url: str, headers: dict) -> tuple[int, list[str]]:
+        """Send a request; return its status and the SQL of each statement it ran."""
+        with mock.patch.object(
+            Connection, "_run", autospec=True, side_effect=Connection._run
+        ) as run:
+            response = self.client.open(url, method=method, headers=headers)
+        sql = [str(call.args[1].statement) for call in run.call_args_list]
+        return response.status_code, sql
+
+    def test_getting_a_todo_runs_one_select_that_checks_the_token(self):
+        todo = self.client.post(TODOS, json={"title": "mine"}, headers=self.as_user("alice"))
+        status, sql = self.statements("GET", todo.headers["Location"], self.as_user("alice"))
+        self.assertEqual(status, 200)
+        self.assertEqual(len(sql), 1, sql)
+        self.assertTrue(sql[0].startswith("SELECT"), sql)
+        self.assertIn("tokens.digest", sql[0])
+
+    def test_a_missing_todo_looks_the_token_up_to_tell_401_from_404(self):
+        status, sql = self.statements("GET", f"{TODOS}/999", self.as_user("alice"))
+        self.assertEqual((status, len(sql)), (404, 2))
+        self.assertTrue(all(statement.startswith("SELECT") for statement in sql), sql)
+        status, _ = self.statements("GET", f"{TODOS}/999", bearer("todo_" + "x" * 43))
+        self.assertEqual(status, 401)

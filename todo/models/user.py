@@ -79,6 +79,12 @@ class utc_now(FunctionElement[datetime]):  # noqa: N801  # named as SQL function
     inherit_cache = True
 
 
+@compiles(utc_now)
+def _utc_now(element, compiler, **kw) -> str:
+    # Any other engine (and the SQL shown in messages): its clock, taken as UTC.
+    return "CURRENT_TIMESTAMP"
+
+
 @compiles(utc_now, "sqlite")
 def _sqlite_utc_now(element, compiler, **kw) -> str:
     return "strftime('%Y-%m-%dT%H:%M:%S', 'now')"
