@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from unittest import mock
 
-from tests.base import AppTestCase, across_databases
+from tests.base import TOKEN_MODE, AppTestCase, across_databases, bearer, sign_up
 from todo.driver import Connection
 from todo.models import db
 from todo.views.http import http_date
@@ -94,10 +94,26 @@ class TestIfMatch(AppTestCase):
             ("DELETE", None),
         ):
             with self.subTest(method=method, body=body):
-                self.assertProblem(self.send(method, self.tag, body), 412)
+                refused = self.send(method, self.tag, body)
+                self.assertProblem(refused, 412)
+                # The refusal names the current version, so the client can read it and retry.
+                self.assertEqual(refused.headers["ETag"], self.current.headers["ETag"])
                 after = self.client.get(TODO)
                 self.assertEqual(after.get_json(), self.current.get_json())
                 self.assertEqual(after.headers["ETag"], self.current.headers["ETag"])
+
+    def test_the_tag_of_a_412_makes_the_retry_succeed(self):
+        for method, body, tags in (
+            ("PATCH", {"title": "one tag"}, self.tag),
+            # Several tags take the locked path of the store.
+            ("PUT", {"title": "two tags"}, f'{self.tag}, "1-999"'),
+            ("DELETE", None, self.tag),
+        ):
+            with self.subTest(method=method):
+                refused = self.send(method, tags, body)
+                self.assertProblem(refused, 412)
+                self.assertEqual(refused.headers["ETag"], self.client.get(TODO).headers["ETag"])
+                self.assertEqual(self.send(method, refused.headers["ETag"], body).status_code, 200)
 
     def test_weak_tags_and_tags_of_other_todos_never_match(self):
         current = self.current.headers["ETag"]
@@ -139,6 +155,29 @@ class TestIfMatch(AppTestCase):
 
 
 @across_databases
+class TestPreconditionsOnAnotherUsersTodo(AppTestCase):
+    """AUTH token: another user's todo is missing, whatever the precondition; no tag leaks."""
+
+    config = TOKEN_MODE
+
+    def test_a_stale_tag_on_another_users_todo_is_404_without_an_etag(self):
+        alice = bearer(sign_up(self.client, "alice"))
+        mallory = bearer(sign_up(self.client, "mallory"))
+        self.client.post("/api/v1/todos", json={"title": "alice's"}, headers=alice)
+        for method, body in (("PUT", {"title": "x"}), ("PATCH", {"title": "x"}), ("DELETE", None)):
+            for precondition in ({"If-Match": '"1-999"'}, {"If-None-Match": "*"}):
+                with self.subTest(method=method, precondition=precondition):
+                    response = self.client.open(
+                        TODO, method=method, json=body, headers=mallory | precondition
+                    )
+                    self.assertNotIn("ETag", response.headers)
+                    if method == "DELETE":
+                        self.assertEqual((response.status_code, response.get_json()), (200, {}))
+                    else:
+                        self.assertProblem(response, 404)
+        self.assertEqual(self.client.get(TODO, headers=alice).get_json()["title"], "alice's")
+
+
 class TestMalformedPreconditions(AppTestCase):
     """A precondition header that cannot be read is a 400 naming it; nothing changes."""
 
@@ -226,7 +265,9 @@ class TestIfNoneMatchOnWrites(AppTestCase):
         for value in ("*", self.tag, f"W/{self.tag}", f'"0-0", {self.tag}'):
             for method, body in (("PUT", {"title": "x"}), ("PATCH", {}), ("DELETE", None)):
                 with self.subTest(value=value, method=method):
-                    self.assertProblem(self.send(method, value, body), 412)
+                    refused = self.send(method, value, body)
+                    self.assertProblem(refused, 412)
+                    self.assertEqual(refused.headers["ETag"], self.tag)
                     after = self.client.get(TODO)
                     self.assertEqual(after.get_json()["title"], "guarded")
                     self.assertEqual(after.headers["ETag"], self.tag)
@@ -287,8 +328,11 @@ class TestIfUnmodifiedSince(AppTestCase):
         ):
             for method, body in (("PUT", {"title": "x"}), ("PATCH", {}), ("DELETE", None)):
                 with self.subTest(value=value, method=method):
-                    self.assertProblem(self.send(method, value, body), 412)
-                    self.assertEqual(self.client.get(TODO).get_json(), self.todo)
+                    refused = self.send(method, value, body)
+                    self.assertProblem(refused, 412)
+                    current = self.client.get(TODO)
+                    self.assertEqual(refused.headers["ETag"], current.headers["ETag"])
+                    self.assertEqual(current.get_json(), self.todo)
 
     def test_the_date_of_the_last_change_or_later_lets_the_write_through(self):
         for value in (

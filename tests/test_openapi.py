@@ -3,6 +3,7 @@
 import importlib.util
 import re
 import unittest
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 # The requests of endpoints.http that need a service in AUTH token mode carry this tag.
 ACCOUNTS = "accounts"
 TODO_OPERATIONS = {
+    ("/", "GET"),
     ("/health", "GET"),
     ("/todos", "GET"),
     ("/todos", "POST"),
@@ -195,8 +197,14 @@ class TestDocument(AppTestCase):
                     continue
                 with self.subTest(path=path, method=method, status=status):
                     content = self.resolve(response)["content"]
-                    self.assertEqual(content, {"application/problem+json": {"schema": problem}})
-            if path != "/health":
+                    self.assertEqual(set(content), {"application/problem+json"})
+                    self.assertEqual(content["application/problem+json"]["schema"], problem)
+                    # Each example shows its own status, as a client would receive it.
+                    example = content["application/problem+json"]["example"]
+                    self.assertEqual(example["status"], int(status))
+                    self.assertEqual(example["title"], HTTPStatus(int(status)).phrase)
+            # The health check and the index read no database: no 503 problem.
+            if path not in ("/health", "/"):
                 with self.subTest(path=path, method=method):
                     unavailable = self.resolve(operation["responses"]["503"])
                     self.assertIn("Retry-After", unavailable["headers"])
@@ -312,7 +320,7 @@ class TestTokenModeDocument(TestDocument):
             for path, method, operation in self.operations()
             if operation["security"] == []
         }
-        self.assertEqual(public, {("/health", "GET"), ("/users", "POST")})
+        self.assertEqual(public, {("/", "GET"), ("/health", "GET"), ("/users", "POST")})
 
     def test_each_guarded_operation_answers_401_as_documented_without_credentials(self):
         anonymous = self.app.test_client()

@@ -12,6 +12,7 @@ from todo.database import MIGRATIONS
 from todo.json import OrjsonProvider
 from todo.views.accounts import accounts_api
 from todo.views.docs import docs
+from todo.views.index import index
 from todo.views.routes import TodoIdConverter, api
 
 migrate = Migrate(directory=str(MIGRATIONS))
@@ -34,6 +35,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     if app.config["AUTH"] == "token":
         app.register_blueprint(accounts_api, url_prefix="/api/v1")
     app.register_blueprint(docs, url_prefix="/api/v1")
+    app.register_blueprint(index)
     auth.init_app(app)
     errors.init_app(app)
     headers.init_app(app)

@@ -19,7 +19,15 @@ REALM = "todo"
 # The API endpoints anyone may call in token mode; every other one needs a bearer token.
 # The blueprints of the API, whose views need a token (todo.views.routes, .accounts).
 API_BLUEPRINTS = ("api", "accounts")
-PUBLIC_ENDPOINTS = frozenset({"api.health", "accounts.create_user", "accounts.create_token"})
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "api.health",
+        "accounts.create_user",
+        "accounts.create_token",
+        "index.root",
+        "index.api_index",
+    }
+)
 
 
 def token_mode() -> bool:

@@ -1,13 +1,13 @@
-"""The command line for accounts: `flask --app todo users|tokens|todos ...`.
+"""The command line: `flask --app todo users|tokens|todos ...`.
 
 These work whatever AUTH and REGISTRATION say, so that an administrator can always make the
-first account and its token.
+first account and its token, and back up or restore every todo.
 """
 
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import IO, Any
 
 import click
 import orjson
@@ -15,7 +15,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
-from todo import accounts
+from todo import accounts, transfer
 from todo.database import UNAVAILABLE_ERRORS
 from todo.errors import InvalidInput
 from todo.schemas import TOKEN_MAX_DAYS, TokenCreate, UserCreate, parse_body
@@ -95,6 +95,51 @@ def adopt(username: str) -> None:
     """Give every todo without an owner (made while AUTH was none) to USERNAME."""
     adopted = accounts.adopt_todos(_user_id(username))
     click.echo(f"Gave {adopted} todo{'' if adopted == 1 else 's'} without an owner to {username}.")
+
+
+# More demo todos than this at once is a mistake, not a demo.
+SEED_MAX = 10_000_000
+_NO_OWNER = (
+    "The todos have no owner: with AUTH token no user sees them until `todos adopt` gives "
+    "them to one."
+)
+
+
+@todos.command("seed", help=f"Make COUNT plausible demo todos, in bulk. {_NO_OWNER}")
+@click.argument("count", type=click.IntRange(1, SEED_MAX))
+@_clear_errors
+def seed(count: int) -> None:
+    made = transfer.seed_todos(count)
+    click.echo(f"Made {made} demo todo{'' if made == 1 else 's'}.")
+
+
+@todos.command("export")
+@_clear_errors
+def export() -> None:
+    """Write every todo to standard output as JSON Lines, in id order: a backup.
+
+    Each line is the todo exactly as the API shows it. Owners are not written: with AUTH
+    token, every user's todos are in it.
+    """
+    with click.open_file("-", "wb") as stdout:
+        transfer.export_todos(stdout)
+
+
+@todos.command(
+    "import",
+    help="Read todos from FILE (- for standard input), as `todos export` wrote them, in one "
+    "transaction: ids and timestamps are kept, so a backup restores exactly. Each line is "
+    "checked as the API checks a new todo; at a bad line, or an id the database already has, "
+    f"nothing is imported. {_NO_OWNER}",
+)
+@click.argument("file", type=click.File("rb"))
+@_clear_errors
+def import_(file: IO[bytes]) -> None:
+    try:
+        imported = transfer.import_todos(file)
+    except transfer.ImportRefused as error:
+        raise click.ClickException(f"{error}. Nothing was imported.") from None
+    click.echo(f"Imported {imported} todo{'' if imported == 1 else 's'}.")
 
 
 def init_app(app: Flask) -> None:

@@ -8,7 +8,13 @@ import orjson
 from flask import Flask, Response, current_app
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import InternalError as DatabaseInternalError
-from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    PreconditionFailed,
+    RequestEntityTooLarge,
+)
+from werkzeug.http import quote_etag
 
 from todo.database import UNAVAILABLE_ERRORS
 
@@ -27,6 +33,17 @@ class InvalidInput(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
+
+
+class StalePrecondition(PreconditionFailed):
+    """A 412 that names the todo's current ETag, so the client can read it again and retry."""
+
+    def __init__(self, description: str, etag: str):
+        super().__init__(description)
+        self.etag = etag
+
+    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), ("ETag", quote_etag(self.etag))]
 
 
 def problem(status: int, detail: str, headers: Any = None, **extra: Any) -> Response:

@@ -49,7 +49,9 @@ def client_key() -> str:
     the address pays, so that inventing tokens buys no fresh budget. The lookup is the one
     the request makes anyway (todo.auth.identify), made a step earlier.
     """
-    token = auth.bearer_token() if auth.token_mode() else None
+    # Outside the API (the index, the docs page) nothing reads the database: neither does this.
+    in_api = request.blueprint in auth.API_BLUEPRINTS
+    token = auth.bearer_token() if auth.token_mode() and in_api else None
     if token is not None:
         database.ensure_schema()
         if auth.identify() is not None:

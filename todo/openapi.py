@@ -7,12 +7,14 @@ pieces they share (headers, parameters, problem answers) and puts the document t
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import version
+from http import HTTPStatus
+from importlib.metadata import metadata, version
+from inspect import getdoc
 from typing import Any, Literal, TypeVar
 
 from flask import Flask
 from pydantic import BaseModel, Field
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import SkipJsonSchema, models_json_schema
 from werkzeug.routing import Rule
 
 from todo.accounts import TOKEN_PATTERN, TOKEN_PREFIX
@@ -37,8 +39,12 @@ from todo.schemas import (
 from todo.views.http import ENTITY_TAGS_PATTERN, ETAG_PATTERN
 
 API_PREFIX = "/api/v1"
-# The blueprints whose routes are the API: todos and health, and (AUTH token) accounts.
-API_BLUEPRINTS = ("api", "accounts")
+CONTACT = {"name": "The maintainers of the todo package"}
+# The package's declared license; the document says plainly when there is none.
+LICENSE = {"name": metadata("todo")["License-Expression"] or "No license declared"}
+# The blueprints whose routes are the API: the index, todos and health, and (AUTH token)
+# accounts. Only their routes under the prefix are in the document (the root's index is not).
+API_BLUEPRINTS = ("index", "api", "accounts")
 # The schema of each path argument, by name.
 PATH_PARAMETERS = {"todo_id": "TodoId", "token_id": "TokenId"}
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -71,6 +77,27 @@ class Problem(BaseModel):
     )
 
 
+class IndexLinks(BaseModel):
+    """Where to go from the index: paths on this host."""
+
+    docs: str = Field(description="The interactive documentation page (HTML).")
+    openapi: str = Field(description="This OpenAPI document.")
+    todos: str = Field(description="The todos.")
+    health: str = Field(description="The health check.")
+    users: str | SkipJsonSchema[None] = Field(
+        default=None, description="Registering and the caller's account; AUTH token only."
+    )
+    tokens: str | SkipJsonSchema[None] = Field(
+        default=None, description="Logging in (makes a token) and the tokens; AUTH token only."
+    )
+
+
+class Index(BaseModel):
+    """What the index at / and /api/v1 answers: links to the documentation and the API."""
+
+    links: IndexLinks
+
+
 # Schemas of the components, each with the mode in which the API uses it.
 Models = tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...]
 MODELS: Models = (
@@ -79,6 +106,7 @@ MODELS: Models = (
     (TodoOut, "serialization"),
     (Problem, "serialization"),
     (Health, "serialization"),
+    (Index, "serialization"),
 )
 # Those of the accounts API, which exists in AUTH token only.
 ACCOUNT_MODELS: Models = (
@@ -109,8 +137,18 @@ def _header(description: str, schema: dict[str, Any], required: bool = False) ->
     return {"description": description, "required": required, "schema": schema}
 
 
-def _problem(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
-    response = {"description": description, "content": json_content(ref("Problem"), PROBLEM_JSON)}
+def _problem(
+    status: int, description: str, example: str, **headers: dict[str, Any]
+) -> dict[str, Any]:
+    """Describe a problem answer of one status, with an example of its own."""
+    content = json_content(ref("Problem"), PROBLEM_JSON)
+    content[PROBLEM_JSON]["example"] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": example,
+    }
+    response = {"description": description, "content": content}
     if headers:
         response["headers"] = headers
     return response
@@ -221,34 +259,54 @@ _PROBLEMS = {
 def _responses(config: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "BadRequest": _problem(
+            400,
             "The request breaks a rule: `detail` says which, `errors` names each field or "
-            "parameter."
+            "parameter.",
+            "The request body has fields that cannot be set: extra, id",
         ),
-        "NotFound": _problem("There is no todo with this id."),
+        "NotFound": _problem(404, "There is no todo with this id.", "Todo 7 does not exist."),
         "PreconditionFailed": _problem(
+            412,
             "The todo does not meet If-Match, If-None-Match or If-Unmodified-Since; nothing was "
-            "changed."
+            "changed. The ETag header names the todo's current version: GET it again, or send "
+            "that tag in If-Match to retry.",
+            "The todo has changed since the version in If-Match.",
+            ETag=ref("ETag", "headers"),
         ),
         "LengthRequired": _problem(
+            411,
             "The body was sent chunked: send it with a Content-Length (a proxy in front may "
-            "turn a chunked upload into one)."
+            "turn a chunked upload into one).",
+            "Send the request body with a Content-Length, not chunked.",
         ),
-        "NotImplemented": _problem("The body was sent in a transfer coding other than chunked."),
+        "NotImplemented": _problem(
+            501,
+            "The body was sent in a transfer coding other than chunked.",
+            "The transfer coding 'gzip' is not supported.",
+        ),
         "PayloadTooLarge": _problem(
-            f"The body is larger than the limit of {config['MAX_CONTENT_LENGTH']} bytes."
+            413,
+            f"The body is larger than the limit of {config['MAX_CONTENT_LENGTH']} bytes.",
+            f"The request body is larger than the limit of {config['MAX_CONTENT_LENGTH']} bytes.",
         ),
         "UnsupportedMediaType": _problem(
-            "The body was not sent as `Content-Type: application/json`."
+            415,
+            "The body was not sent as `Content-Type: application/json`.",
+            "Send the request body as JSON: Content-Type: application/json.",
         ),
         "Unavailable": _problem(
+            503,
             "The database is unavailable; retry after the given delay.",
+            "The database is unavailable; try again shortly.",
             **{"Retry-After": ref("Retry-After", "headers")},
         ),
     }
 
 
 TOO_MANY_REQUESTS = _problem(
+    429,
     "Too many requests or failed logins; retry after the given delay.",
+    "Too many requests; retry after the given delay.",
     **{"Retry-After": ref("Retry-After", "headers")},
 )
 
@@ -294,12 +352,16 @@ ACCOUNT_HEADERS = {
 }
 ACCOUNT_RESPONSES = {
     "Unauthenticated": _problem(
+        401,
         "No bearer token was sent, or it is unknown, malformed, expired or revoked.",
+        "The token is unknown, malformed, expired or revoked.",
         **{"WWW-Authenticate": ref("BearerChallenge", "headers")},
     ),
     "LoginFailed": _problem(
+        401,
         "The username or the password is wrong or missing; an unknown username gets the same "
         "answer. Failed attempts count towards the login throttle (429).",
+        "Send a registered username and its password with HTTP Basic authentication.",
         **{"WWW-Authenticate": ref("BasicChallenge", "headers")},
     ),
 }
@@ -411,6 +473,7 @@ def api_rules(app: Flask) -> list[Rule]:
         rule
         for rule in app.url_map.iter_rules()
         if rule.endpoint.partition(".")[0] in API_BLUEPRINTS
+        and rule.rule.startswith(f"{API_PREFIX}/")
     ]
 
 
@@ -460,8 +523,8 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
         "summary": _summary(view),
         "tags": [spec.tag],
     }
-    if spec.description:
-        operation["description"] = spec.description
+    # Without a description of its own, an operation is described by its whole docstring.
+    operation["description"] = spec.description or getdoc(view)
     parameters = [ref(PATH_PARAMETERS[name], "parameters") for name in rule.arguments]
     parameters += [ref(header, "parameters") for header in spec.headers]
     if spec.query is not None:
@@ -476,7 +539,7 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
     problems = {
         status: ref(_PROBLEMS[status], "responses")
         if description is None
-        else _problem(description)
+        else _problem(status, description, description)
         for status, description in spec.problems.items()
     }
     if app.config["RATE_LIMIT"] and rule.endpoint not in EXEMPT_ENDPOINTS:
@@ -548,14 +611,21 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": "Todo API",
             "version": version("todo"),
             "summary": "Create, list, update and delete todos.",
-            "description": "Timestamps are UTC, written `YYYY-MM-DDTHH:MM:SS`. Every error is "
+            "contact": CONTACT,
+            "license": LICENSE,
+            "description": "Timestamps are UTC, written `YYYY-MM-DDTHH:MM:SS` without an offset. "
+            'JavaScript reads such a value as local time (`new Date("2023-02-27T00:00:00")`): '
+            'append "Z" to read it as UTC, `new Date(value + "Z")`. Every error is '
             "RFC 9457 problem details (`application/problem+json`), the health check's 503 "
             "aside: an unknown path answers 404, a method the path does not allow 405 with an "
             "`Allow` header. Responses that carry one todo have a strong ETag for conditional "
             "requests (If-None-Match, If-Match, If-Unmodified-Since).",
         },
         "servers": [{"url": API_PREFIX}],
+        # AUTH none: nothing is asked of any client (token mode declares it per operation).
+        "security": [],
         "tags": [
+            {"name": "index", "description": "Where to start: links to the docs and the API."},
             {"name": "todos", "description": "The todo resource."},
             {"name": "health", "description": "Whether the service can do its job."},
         ],

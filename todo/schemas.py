@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Boolean
 
 from todo.errors import InvalidInput
-from todo.models.todo import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Todo
+from todo.models.todo import DESCRIPTION_MAX_LENGTH, MAX_ID, TITLE_MAX_LENGTH, Todo
 from todo.models.user import TOKEN_NAME_MAX_LENGTH, USERNAME_MAX_LENGTH
 
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at"})
@@ -48,6 +48,7 @@ _OFFSET = r"[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9]"
 DEADLINE_PATTERN = rf"^(?:{_DAY})(?:{_TIME}(?:{_OFFSET})?)?$"
 TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$"
 _DEADLINE = re.compile(DEADLINE_PATTERN)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 _ASCII_DIGIT = re.compile(r"[0-9]")
 _QUERY_INTEGER = re.compile(r"[+-]?[0-9]+")
 # More digits than any 64-bit number has: such a value is past every range a parameter takes.
@@ -200,6 +201,42 @@ class TodoOut(BaseModel):
     deadline_at: Timestamp | None
     created_at: Timestamp
     updated_at: Timestamp
+
+
+def _exact_timestamp(value: Any) -> datetime:
+    """Read a timestamp written exactly as the API writes it, as naive UTC (as stored).
+
+    A strict subset of what a deadline may be, in the same range, so that a restored todo is
+    written back byte for byte. Parsed here rather than by parse_deadline, which would add
+    nothing for this format and costs more, on every line of an import.
+    """
+    if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
+        raise _invalid("must be a UTC timestamp written like 2023-02-27T00:00:00")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _invalid("is not a valid date and time") from None
+    if moment.year < EARLIEST_DEADLINE.year:
+        raise _invalid("must be between 1000-01-01T00:00:00 and 9999-12-31T23:59:59 UTC")
+    return moment
+
+
+ExactTimestamp = Annotated[datetime, BeforeValidator(_exact_timestamp)]
+
+
+class TodoImport(TodoCreate):
+    """A todo as exported (TodoOut's JSON), read back by `flask --app todo todos import`.
+
+    The fields a client may send follow the rules of a create; every field of TodoOut must be
+    there, and its id and timestamps are kept, in the API's own format.
+    """
+
+    id: Annotated[int, Field(ge=1, le=MAX_ID)]
+    description: Description | None
+    completed: bool
+    deadline_at: ExactTimestamp | None
+    created_at: ExactTimestamp
+    updated_at: ExactTimestamp
 
 
 class Health(BaseModel):

@@ -13,9 +13,10 @@ from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, bindparam
-from werkzeug.exceptions import NotFound, PreconditionFailed
+from werkzeug.exceptions import NotFound
 
 from todo.driver import Connection, Statement
+from todo.errors import StalePrecondition
 from todo.models import UTCDateTime, db, naive_utc, utcnow
 from todo.models.todo import MAX_ID, MAX_VERSION, Todo
 from todo.models.user import Token, live_token
@@ -316,10 +317,10 @@ def update(
         raise _not_found(todo_id, owner)
     refusal = preconditions.refusal(todo)
     if refusal is not None:
-        raise PreconditionFailed(refusal)
+        raise _stale(refusal, todo)
     if changes:
         # The guarded update matched nothing, yet the todo passes now: it changed meanwhile.
-        raise PreconditionFailed("The todo changed while the request was made.")
+        raise _stale("The todo changed while the request was made.", todo)
     return todo
 
 
@@ -383,8 +384,16 @@ def _find_locked(
     if todo is not None:
         refusal = preconditions.refusal(todo)
         if refusal is not None:
-            raise PreconditionFailed(refusal)
+            raise _stale(refusal, todo)
     return todo
+
+
+def _stale(refusal: str, todo: StoredTodo) -> StalePrecondition:
+    """A 412 with the todo's current tag: only ever for a todo the owner may see."""
+    # Imported here: todo.views.http, which owns the tag's format, reads this module.
+    from todo.views.http import etag_for
+
+    return StalePrecondition(refusal, etag_for(todo.id, todo.version))
 
 
 def _update_one(

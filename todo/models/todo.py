@@ -59,7 +59,7 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
 
 # PostgreSQL's id sequence does not notice ids given explicitly (as tutorial code does);
 # moving it past them keeps the next id the API hands out from colliding.
-_ADVANCE_POSTGRES_ID_SEQUENCE = text(
+ADVANCE_POSTGRES_ID_SEQUENCE = text(
     "SELECT setval(pg_get_serial_sequence('todos', 'id'), GREATEST(:id, COALESCE("
     "pg_sequence_last_value(pg_get_serial_sequence('todos', 'id')::regclass), 0)))"
 )
@@ -68,4 +68,4 @@ _ADVANCE_POSTGRES_ID_SEQUENCE = text(
 @event.listens_for(Todo, "before_insert")
 def _advance_id_sequence_past_explicit_ids(mapper, connection, todo: Todo) -> None:
     if todo.id is not None and connection.dialect.name == "postgresql":
-        connection.execute(_ADVANCE_POSTGRES_ID_SEQUENCE, {"id": todo.id})
+        connection.execute(ADVANCE_POSTGRES_ID_SEQUENCE, {"id": todo.id})
