@@ -192,7 +192,22 @@ class TodoUpdate(BaseModel):
 class TodoOut(BaseModel):
     """A todo as the API shows it."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "title": "Watch CSSE6400 Lecture",
+                    "description": "Watch the CSSE6400 lecture on ECHO360 for week 1",
+                    "completed": False,
+                    "deadline_at": "2023-02-27T00:00:00",
+                    "created_at": "2023-02-20T00:00:00",
+                    "updated_at": "2023-02-20T00:00:00",
+                }
+            ]
+        },
+    )
 
     id: int
     title: str
