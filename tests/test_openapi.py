@@ -504,39 +504,3 @@ class TestExamplesAgreeWithTheDocument(unittest.TestCase):
                             self.check_request(method, url, self.token_app)
                         except NotFound:
                             self.fail(f"{url} is not a route")
-
-
-class TestEndpointsHttpAnswers(AppTestCase):
-    """Sent in order to a fresh app, every request of endpoints.http gets a documented answer."""
-
-    def test_each_answer_has_a_documented_status_and_media_type(self):
-        document = openapi_document(self.app)
-        for request in parse_http_file(ENDPOINTS_HTTP.read_text()):
-            if ACCOUNTS in request.tags:
-                # Sent in order to an app in AUTH token mode by tests/test_examples.py.
-                continue
-            parts = urlsplit(request.url)
-            response = self.client.open(
-                parts.path,
-                method=request.method,
-                query_string=parts.query,
-                headers=request.headers,
-                data=request.body.strip().encode(),
-            )
-            with self.subTest(request=request.title, status=response.status_code):
-                template = path_template(parts.path[len(API_PREFIX) :], document["paths"])
-                operation = document["paths"][template].get(request.method.lower())
-                if operation is None:
-                    self.assertEqual(response.status_code, 405)
-                    self.assertIn("Allow", response.headers)
-                    continue
-                self.assertIn(str(response.status_code), operation["responses"])
-                documented = operation["responses"][str(response.status_code)]
-                while "$ref" in documented:
-                    documented = document["components"]["responses"][
-                        documented["$ref"].split("/")[-1]
-                    ]
-                if "content" in documented:
-                    self.assertIn(response.mimetype, documented["content"])
-                else:
-                    self.assertEqual(response.get_data(), b"")
