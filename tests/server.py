@@ -17,8 +17,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -36,9 +38,21 @@ STOP_TIMEOUT = GRACEFUL_TIMEOUT + 10.0
 REQUEST_TIMEOUT = 30.0
 # Errors a client sees when the server goes away under it.
 CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+# Bound on any group of client threads and on any wait for an event.
+LOAD_TIMEOUT = 120.0
+# What each server logs once a worker has loaded the app and serves.
+STARTED_WORKER = {"todo serve": "Started worker-", "gunicorn": "Booting worker"}
 _PR_SET_PDEATHSIG = 1
 # Looked up now, so that the child only calls it between fork and exec.
 _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+
+def run_concurrently(count: int, work: Callable[[int, threading.Barrier], Any]) -> list[Any]:
+    """Run `work(index, barrier)` in `count` threads at once; return results, raise failures."""
+    barrier = threading.Barrier(count, timeout=LOAD_TIMEOUT)
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(work, index, barrier) for index in range(count)]
+        return [future.result(timeout=LOAD_TIMEOUT) for future in futures]
 
 
 def free_port() -> int:

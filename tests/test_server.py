@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import orjson
 from sqlalchemy import create_engine, inspect, make_url, text
@@ -26,14 +25,17 @@ from tests.server import (
     CONNECTION_ERRORS,
     GUNICORN_CONFIG,
     HOST,
+    LOAD_TIMEOUT,
     REQUEST_TIMEOUT,
     START_TIMEOUT,
+    STARTED_WORKER,
     Client,
     HostileClients,
     Response,
     Server,
     gunicorn_command,
     raw_exchange,
+    run_concurrently,
     serve_command,
 )
 from todo import create_app
@@ -52,24 +54,12 @@ ACKNOWLEDGED_BEFORE_STOP = 60
 CREATES_PER_CLIENT_AT_MOST = 5000
 # Updates of a todo being deleted, per client; the delete comes long before the last of them.
 UPDATES_PER_CLIENT_AT_MOST = 200
-# Bound on any group of client threads and on any wait for an event.
-LOAD_TIMEOUT = 120.0
 # Lines in the server's log that mean a request failed inside the app or a worker died.
 LOG_TROUBLE = ("Traceback", "[ERROR]", "[CRITICAL]", "Database unavailable", "database is locked")
-# What each server logs once a worker has loaded the app and serves.
-STARTED_WORKER = {"todo serve": "Started worker-", "gunicorn": "Booting worker"}
 # Todos in the list that slow readers never finish reading (about 19 MB of JSON).
 LONG_LIST = 100_000
 # A normal request among hostile clients must be answered within this long.
 PROMPT = 1.0
-
-
-def run_concurrently(count: int, work: Callable[[int, threading.Barrier], Any]) -> list[Any]:
-    """Run `work(index, barrier)` in `count` threads at once; return results, raise failures."""
-    barrier = threading.Barrier(count, timeout=LOAD_TIMEOUT)
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(work, index, barrier) for index in range(count)]
-        return [future.result(timeout=LOAD_TIMEOUT) for future in futures]
 
 
 def send_together(server: Server, requests: list[tuple]) -> list[Response]:

@@ -12,8 +12,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from typing import Any
 from uuid import uuid4
 
@@ -24,11 +23,13 @@ from tests.base import REDIS_URL, DatabaseTestCase, basic, bearer, require_redis
 from tests.server import (
     GUNICORN_CONFIG,
     START_TIMEOUT,
+    STARTED_WORKER,
     Response,
     Server,
     Worker,
     connections_to_every_worker,
     gunicorn_command,
+    run_concurrently,
     serve_command,
 )
 from todo.accounts import digest
@@ -48,18 +49,6 @@ REQUESTS_PER_THREAD = 50
 # Idle kept-alive connections are closed after 5 s by default; a connection held to one worker
 # must outlast a test's slowest stretch (ten password hashes on a busy machine).
 KEEP_ALIVE = {"GRANIAN_HTTP1_HEADER_READ_TIMEOUT": "60000", "GUNICORN_KEEPALIVE": "60"}
-# What each server logs once a worker has loaded the app and serves.
-STARTED_WORKER = {"todo serve": "Started worker-", "gunicorn": "Booting worker"}
-# Bound on the writers' threads.
-LOAD_TIMEOUT = 120.0
-
-
-def run_concurrently(count: int, work: Callable[[int, threading.Barrier], Any]) -> list[Any]:
-    """Run `work(index, barrier)` in `count` threads at once; return results, raise failures."""
-    barrier = threading.Barrier(count, timeout=LOAD_TIMEOUT)
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(work, index, barrier) for index in range(count)]
-        return [future.result(timeout=LOAD_TIMEOUT) for future in futures]
 
 
 def todo_ids(body: Any) -> set[int]:
