@@ -1,7 +1,9 @@
 """Headers that responses carry whatever answered them: security, caching, and CORS."""
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from flask_cors import CORS
+
+from todo.auth import bearer_token
 
 # What a browser app on an allowed origin may send and read (CORS_ORIGINS).
 CORS_ALLOWED_HEADERS = (
@@ -20,8 +22,7 @@ def _add_security_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     # An answer to a bearer request is that user's alone, error or not: no shared cache may
     # keep it, and a private one must not hand it to a request with another token.
-    authorization = request.headers.get("Authorization")
-    if authorization is not None and authorization[:7].lower() in ("bearer", "bearer "):
+    if bearer_token() is not None:
         headers = response.headers
         headers["Cache-Control"] = "private"
         # Set as text: Werkzeug's parsed `response.vary` costs more than the rest of this.

@@ -378,6 +378,12 @@ _TOKEN_MODE_DESCRIPTION = (
 )
 
 
+def removed_answer(description: str, schema: str, nothing: str) -> dict[str, Any]:
+    """Describe the answer of an idempotent DELETE: what was removed, or `{}` for nothing."""
+    empty = {"type": "object", "maxProperties": 0, "description": nothing}
+    return json_answer(description, {"oneOf": [ref(schema), empty]})
+
+
 def todo_answer(
     description: str, *, headers: Mapping[str, Any] | None = None, links: bool = False
 ) -> dict[str, Any]:

@@ -480,7 +480,6 @@ def stream(query: TodoListQuery, owner: Owner) -> Iterator[Sequence[tuple]]:
         # The token was good when the list began: the rest of it is that user's, by id, even
         # if the token is revoked while the list is being sent.
         user = StoredTodo(first[0]).owner_id
-        parameters = {key: value for key, value in parameters.items() if key != "digest"}
         parameters |= {"scope": scope_of(user), "owner": user}
     return _following_batches(db.engine, first, parameters)
 

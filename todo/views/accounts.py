@@ -8,7 +8,7 @@ from werkzeug.exceptions import Forbidden
 
 from todo import accounts, auth, database, limits
 from todo.openapi import documented as _documented
-from todo.openapi import json_answer, ref
+from todo.openapi import json_answer, ref, removed_answer
 from todo.schemas import (
     TokenCreate,
     UserCreate,
@@ -137,14 +137,8 @@ def list_tokens():
     description="Revoking is idempotent: when the caller has no such token the answer is 200 "
     "with `{}`. A revoked token is refused at once.",
     responses={
-        200: json_answer(
-            "The revoked token, or `{}` when there was none.",
-            {
-                "oneOf": [
-                    ref("TokenOut"),
-                    {"type": "object", "maxProperties": 0, "description": "No such token."},
-                ]
-            },
+        200: removed_answer(
+            "The revoked token, or `{}` when there was none.", "TokenOut", "No such token."
         )
     },
     problems=(503,),

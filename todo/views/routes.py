@@ -8,7 +8,7 @@ from werkzeug.routing import BaseConverter
 
 from todo import database, idempotency, store
 from todo.auth import current_owner
-from todo.openapi import HEADERS, documented, json_answer, ref, todo_answer
+from todo.openapi import HEADERS, documented, json_answer, ref, removed_answer, todo_answer
 from todo.schemas import (
     TodoCreate,
     TodoListQuery,
@@ -184,14 +184,8 @@ def update_todo(todo_id: int):
     description="Deleting is idempotent: when there is no such todo, whatever the id, the "
     "answer is 200 with `{}`.",
     responses={
-        200: json_answer(
-            "The deleted todo, or `{}` when there was none.",
-            {
-                "oneOf": [
-                    ref("TodoOut"),
-                    {"type": "object", "maxProperties": 0, "description": "No todo had this id."},
-                ]
-            },
+        200: removed_answer(
+            "The deleted todo, or `{}` when there was none.", "TodoOut", "No todo had this id."
         )
         | {"headers": {"ETag": HEADERS["ETag"] | {"required": False}}},
     },
