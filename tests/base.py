@@ -6,6 +6,7 @@ import sys
 import tempfile
 import unittest
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import create_engine, inspect, text
@@ -47,6 +48,15 @@ def skip_or_fail_in_ci(reason: str) -> NoReturn:
     if IN_CI:
         raise AssertionError(reason)
     raise unittest.SkipTest(reason)
+
+
+def node_tools(*names: str) -> Path:
+    """Return the node_modules/.bin folder of the Node tools named (linters, httpyac), as
+    TODO_TEST_NODE_BIN gives it; skip without it (fail in CI, whose .ci/run installs them)."""
+    folder = os.environ.get("TODO_TEST_NODE_BIN")
+    if folder and all((Path(folder) / name).exists() for name in names):
+        return Path(folder)
+    skip_or_fail_in_ci(f"TODO_TEST_NODE_BIN must name a node_modules/.bin with {', '.join(names)}")
 
 
 def empty_tables(app) -> None:

@@ -1,11 +1,18 @@
 """Readers of the project's request examples: `.http` files and curl commands in Markdown."""
 
 import base64
+import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINTS_HTTP = ROOT / "endpoints.http"
+# Where REST Client finds the environment of endpoints.http: `$shared` is its default.
+VSCODE_SETTINGS = ROOT / ".vscode" / "settings.json"
 
 
 @dataclass
@@ -21,7 +28,7 @@ class HttpRequest:
     name: str | None = None
     # `# @tag accounts`: httpyac runs the requests of a tag with `--tag`.
     tags: tuple[str, ...] = ()
-    # `# Expect 201`: the status the request answers when the file is sent in order.
+    # `# @expect 201`: the status the request answers when the file is sent in order.
     expect: int | None = None
 
 
@@ -34,8 +41,7 @@ class Answer:
 
 
 _VARIABLE = re.compile(r"^@([\w-]+)\s*=\s*(.*)$")
-_METADATA = re.compile(r"^(?:#|//)\s*@(name|tag)\s+(.+)$")
-_EXPECT = re.compile(r"^(?:#|//)\s*Expect ([1-5][0-9]{2})\b")
+_METADATA = re.compile(r"^(?:#|//)\s*@(name|tag|expect)\s+(.+)$")
 _FILE_VARIABLE = re.compile(r"\{\{\s*([\w-]+)\s*\}\}")
 # REST Client's request variables: {{name.response.body.<JSONPath>}} and
 # {{name.response.headers.<Header-Name>}}.
@@ -43,13 +49,13 @@ _REQUEST_VARIABLE = re.compile(r"\{\{\s*(\w+)\.response\.(body|headers)\.([^}\s]
 _JSON_PATH_STEP = re.compile(r"\.([^.\[]+)|\[([0-9]+)\]")
 
 
-def parse_http_file(text: str) -> list[HttpRequest]:
+def parse_http_file(text: str, environment: Mapping[str, str] | None = None) -> list[HttpRequest]:
     """Read the requests of an .http file: `@name = value` variables, `###` between requests.
 
-    File variables are replaced wherever they are used; request variables, which need the
-    answers of earlier requests, are left for `ready_to_send`.
+    File variables, and the environment's, are replaced wherever they are used; request
+    variables, which need the answers of earlier requests, are left for `ready_to_send`.
     """
-    variables: dict[str, str] = {}
+    variables = dict(environment or {})
     requests = []
     for line in text.splitlines():
         variable = _VARIABLE.match(line.strip())
@@ -64,13 +70,13 @@ def parse_http_file(text: str) -> list[HttpRequest]:
         for line in lines[1:]:
             stripped = line.strip()
             if request is None:
-                meta, expect = _METADATA.match(stripped), _EXPECT.match(stripped)
+                meta = _METADATA.match(stripped)
                 if meta and meta[1] == "name":
                     metadata["name"] = meta[2].strip()
-                elif meta:
+                elif meta and meta[1] == "tag":
                     metadata["tags"] += tuple(meta[2].split())
-                elif expect:
-                    metadata["expect"] = int(expect[1])
+                elif meta:
+                    metadata["expect"] = int(meta[2])
                 elif _VARIABLE.match(stripped):
                     continue
                 elif stripped.startswith(("#", "//")):
@@ -99,6 +105,17 @@ def parse_http_file(text: str) -> list[HttpRequest]:
         request.headers = {name: substitute(value) for name, value in request.headers.items()}
         request.body = substitute(request.body)
     return requests
+
+
+def default_environment() -> dict[str, str]:
+    """Return the variables endpoints.http is sent with when no environment is chosen."""
+    settings = json.loads(VSCODE_SETTINGS.read_text())
+    return settings["rest-client.environmentVariables"]["$shared"]
+
+
+def endpoints_http() -> list[HttpRequest]:
+    """Return the requests of endpoints.http, in its default environment."""
+    return parse_http_file(ENDPOINTS_HTTP.read_text(), default_environment())
 
 
 def path_template(path: str, templates: Iterable[str]) -> str | None:
@@ -162,3 +179,58 @@ def curl_requests(text: str) -> list[tuple[str, str]]:
             url = urls[0] if "://" in urls[0] else "http://" + urls[0]
             found.append((method, url))
     return found
+
+
+@dataclass
+class ShellStep:
+    """One command of a Markdown ```sh block, with what the text around it says of it."""
+
+    command: str  # its lines joined, without its trailing comment
+    heading: str = ""  # the comment above it, shared by the commands under it
+    note: str = ""  # its trailing `# comment`
+    output: str = ""  # `# {...}` lines right after it: what it answers
+
+
+_SHELL_BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """Split a shell line into the command and its trailing comment, quotes respected."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index].rstrip(), line[index + 1 :].strip()
+    return line.rstrip(), ""
+
+
+def shell_blocks(text: str) -> list[list[ShellStep]]:
+    """Return the commands of every ```sh block of a Markdown text, block by block."""
+    blocks = []
+    for source in _SHELL_BLOCK.findall(text):
+        steps: list[ShellStep] = []
+        heading, after_comment, in_output, pending = "", False, False, ""
+        for line in source.splitlines():
+            stripped = line.strip()
+            if pending or (stripped and not stripped.startswith("#")):
+                command, note = _split_comment(stripped)
+                if command.endswith("\\"):
+                    pending += command[:-1].strip() + " "
+                    continue
+                steps.append(ShellStep(pending + command, heading, note))
+                pending, after_comment, in_output = "", False, True
+            elif stripped.startswith("#"):
+                comment = stripped[1:].strip()
+                if in_output and steps and (comment[:1] in "{[" or steps[-1].output):
+                    if comment[:1] in "{[" or stripped.startswith("#  "):
+                        steps[-1].output += comment
+                        continue
+                heading = f"{heading} {comment}" if after_comment else comment
+                after_comment, in_output = True, False
+            else:
+                after_comment, in_output = False, False
+        blocks.append(steps)
+    return blocks

@@ -3,7 +3,6 @@ flow of endpoints.http sent in order to an app in AUTH token mode."""
 
 import base64
 import unittest
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.base import TOKEN_MODE, AppTestCase
@@ -11,15 +10,15 @@ from tests.examples import (
     Answer,
     HttpRequest,
     curl_requests,
+    endpoints_http,
     parse_http_file,
     path_template,
     ready_to_send,
 )
 from todo.openapi import API_PREFIX, openapi_document
 
-ENDPOINTS_HTTP = Path(__file__).resolve().parent.parent / "endpoints.http"
-# The tag of the requests that need a service in AUTH token mode.
-ACCOUNTS = "accounts"
+# The tags of the requests for a service in AUTH none, and of those for one in AUTH token.
+TODOS, ACCOUNTS = "todos", "accounts"
 
 
 class TestHttpFileParser(unittest.TestCase):
@@ -49,9 +48,9 @@ class TestHttpFileParser(unittest.TestCase):
     def test_reads_names_tags_expected_statuses_and_nested_variables(self):
         text = (
             "@user = alice\n@login = {{user}}:secret\n\n"
-            "### Log in\n# @tag accounts flow\n# @name login\n# Expect 201\n"
+            "### Log in\n# @tag accounts flow\n# @name login\n# @expect 201\n"
             "POST http://h/tokens\nAuthorization: Basic {{login}}\n\n"
-            "### Use it\n# @tag accounts\n// Expect 200\n"
+            "### Use it\n# @tag accounts\n// @expect 200\n"
             "GET http://h/todos/{{created.response.body.$.items[1].id}}\n"
             "Authorization: Bearer {{login.response.body.$.token}}\n"
         )
@@ -104,18 +103,22 @@ class TestHttpFileParser(unittest.TestCase):
         )
 
 
+class TestEndpointsHttpTags(unittest.TestCase):
+    def test_every_request_belongs_to_exactly_one_flow(self):
+        # httpyac sends a flow with --tag, so an untagged request would never be sent.
+        for request in endpoints_http():
+            with self.subTest(request=request.title):
+                self.assertEqual(len({TODOS, ACCOUNTS} & set(request.tags)), 1)
+
+
 class TestClassicFlowOfEndpointsHttp(AppTestCase):
     """The requests for AUTH none, sent in order as REST Client sends them, twice over."""
 
-    tagged: str | None = None
+    tagged = TODOS
 
     def setUp(self) -> None:
         super().setUp()
-        self.flow = [
-            request
-            for request in parse_http_file(ENDPOINTS_HTTP.read_text())
-            if (self.tagged in request.tags if self.tagged else not request.tags)
-        ]
+        self.flow = [request for request in endpoints_http() if self.tagged in request.tags]
         self.document = openapi_document(self.app)
 
     def send_flow(self) -> list[tuple[HttpRequest, object]]:
@@ -144,7 +147,7 @@ class TestClassicFlowOfEndpointsHttp(AppTestCase):
         for run in ("first", "again"):
             for sent, response in self.send_flow():
                 with self.subTest(run=run, request=sent.title):
-                    self.assertIsNotNone(sent.expect, "say the status: # Expect NNN")
+                    self.assertIsNotNone(sent.expect, "say the status: # @expect NNN")
                     self.assertNotIn("{{", sent.url + str(sent.headers) + sent.body)
                     self.assertEqual(
                         response.status_code, sent.expect, response.get_data(as_text=True)

@@ -1,13 +1,12 @@
 """The OpenAPI document passes the linters people run in CI: Redocly and Spectral, both modes."""
 
 import json
-import os
 import subprocess
 import tempfile
 import unittest
 from pathlib import Path
 
-from tests.base import IN_CI, TOKEN_MODE
+from tests.base import TOKEN_MODE, node_tools
 from todo import create_app
 from todo.openapi import openapi_document
 
@@ -25,22 +24,11 @@ rules:
 BINARIES = ("redocly", "spectral")
 
 
-def lint_bin() -> Path:
-    """Return the node_modules/.bin folder holding both linters; skip (fail in CI) without."""
-    folder = os.environ.get("TODO_TEST_LINT_BIN")
-    if folder and all((Path(folder) / name).exists() for name in BINARIES):
-        return Path(folder)
-    message = f"TODO_TEST_LINT_BIN must name a node_modules/.bin with {' and '.join(BINARIES)}"
-    if IN_CI:
-        raise AssertionError(message)
-    raise unittest.SkipTest(message)
-
-
 class TestLinters(unittest.TestCase):
     slow = True
 
     def setUp(self) -> None:
-        self.bin = lint_bin()
+        self.bin = node_tools(*BINARIES)
         self.folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         (self.folder / "redocly.yaml").write_text(REDOCLY_CONFIG)
 

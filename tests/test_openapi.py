@@ -10,14 +10,13 @@ from urllib.parse import urlsplit
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from tests.base import IN_CI, TOKEN_MODE, AppTestCase, basic, bearer, sign_up
-from tests.examples import curl_requests, parse_http_file, path_template
+from tests.examples import curl_requests, endpoints_http, path_template
 from todo import create_app
 from todo.auth import PUBLIC_ENDPOINTS
 from todo.openapi import ACCOUNT_MODELS, API_PREFIX, SCHEMA_REF, openapi_document
 from todo.schemas import TodoCreate, TodoListQuery, TodoOut, TodoUpdate
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINTS_HTTP = ROOT / "endpoints.http"
 README = ROOT / "README.md"
 # Markdown whose curl commands must use only documented operations; README must have some.
 MARKDOWN_WITH_EXAMPLES = (README, ROOT / "docs", ROOT / "bench" / "README.md")
@@ -448,7 +447,7 @@ class TestExamplesAgreeWithTheDocument(unittest.TestCase):
         return template, method
 
     def test_every_operation_has_a_request_in_endpoints_http(self):
-        requests = parse_http_file(ENDPOINTS_HTTP.read_text())
+        requests = endpoints_http()
         self.assertTrue(requests)
         covered: dict[bool, set] = {False: set(), True: set()}
         for request in requests:
@@ -473,7 +472,7 @@ class TestExamplesAgreeWithTheDocument(unittest.TestCase):
         )
 
     def test_every_list_filter_has_a_request_in_endpoints_http(self):
-        requests = parse_http_file(ENDPOINTS_HTTP.read_text())
+        requests = endpoints_http()
         used = {
             name.split("=")[0]
             for request in requests
