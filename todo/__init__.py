@@ -10,6 +10,7 @@ from todo import auth, cli, database, errors, headers, limits
 from todo.config import configure
 from todo.database import MIGRATIONS
 from todo.json import OrjsonProvider
+from todo.lean import LeanFlask
 from todo.views.accounts import accounts_api
 from todo.views.docs import docs
 from todo.views.index import index
@@ -22,7 +23,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, JSON, database, routing, limits, routes, errors, headers, CLI,
     schema."""
     # No static folder: every path outside the API is an unknown path, answered as a problem.
-    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app = LeanFlask(__name__, instance_relative_config=True, static_folder=None)
     configure(app, config_overrides)
     app.json = OrjsonProvider(app)
     database.init_app(app)
@@ -40,5 +41,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     headers.init_app(app)
     cli.init_app(app)
-    database.prepare_schema(app)
+    # A worker that started before its database answers 503 on the API until the schema is
+    # ready; only then is a token looked up (a 503, never a 401, while the database is away).
+    database.prepare_schema(app, auth.API_BLUEPRINTS)
     return app

@@ -52,10 +52,15 @@ def bearer_token() -> str | None:
     Another scheme counts as none; anything after `Bearer`, empty included, is a token to
     judge.
     """
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
+    authorization = request.headers.get("Authorization", "")
+    if not is_bearer(authorization):
         return None
-    return credentials.strip(" \t")
+    return authorization.partition(" ")[2].strip(" \t")
+
+
+def is_bearer(authorization: str) -> bool:
+    """Tell whether an Authorization header's value is of the Bearer scheme."""
+    return authorization.partition(" ")[0].lower() == "bearer"
 
 
 class Unauthenticated(Unauthorized):

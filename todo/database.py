@@ -6,7 +6,7 @@ The schema is brought to the latest migration at start, once, however many worke
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -183,16 +183,27 @@ class _SchemaState:
         self.lock = threading.Lock()
 
 
-def prepare_schema(app: Flask) -> None:
+def prepare_schema(app: Flask, blueprints: Iterable[str]) -> None:
     """Bring the schema up to date now, or, while the database does not answer, later.
 
     A worker often starts before its database: it must start all the same, answer 503 in
     the meantime, and create or upgrade the schema on a request once the database answers.
+    Only then does every request of the `blueprints` check it first (`require_schema`).
     """
     state = _SchemaState(ready=not app.config["SCHEMA_AUTO_UPGRADE"])
     app.extensions[_SCHEMA_STATE] = state
+    if not state.ready:
+        _upgrade_at_start(app, state)
     if state.ready:
+        # Ready now, ready for good: a check on every request would cost each one for
+        # nothing (bench/README.md, issue 13).
         return
+    for blueprint in blueprints:
+        # First of the blueprint's hooks: a database that is away is a 503, never a 401.
+        app.before_request_funcs.setdefault(blueprint, []).insert(0, require_schema)
+
+
+def _upgrade_at_start(app: Flask, state: _SchemaState) -> None:
     # Workers that start together on a new SQLite file can find it locked while the first
     # one switches it to WAL, without waiting for the busy timeout: that is another worker at
     # work, not an absent database, so this one waits for it as long as a write would.

@@ -6,7 +6,7 @@ Registered under /api/v1 only in token mode; in AUTH none these paths do not exi
 from flask import Blueprint, current_app, request, url_for
 from werkzeug.exceptions import Forbidden
 
-from todo import accounts, auth, database, limits
+from todo import accounts, auth, limits
 from todo.openapi import documented as _documented
 from todo.openapi import json_answer, ref, removed_answer
 from todo.schemas import (
@@ -19,7 +19,6 @@ from todo.schemas import (
 from todo.views.http import json_body, json_response
 
 accounts_api = Blueprint("accounts", __name__)
-accounts_api.before_request(database.require_schema)
 
 
 def documented(**declared):
