@@ -356,3 +356,47 @@ class TestDocumentedSequences(unittest.TestCase):
     def test_an_accounts_life(self):
         _, accounts, _ = curl_blocks(BEHAVIOUR)
         self.run_sequence(accounts, TODO_AUTH="token", TODO_REGISTRATION="open")
+
+
+class TestReadmeSyncLoop(unittest.TestCase):
+    """The README's sync loop, run as it is against a live server."""
+
+    slow = True
+
+    def setUp(self) -> None:
+        folder = self.enterContext(tempfile.TemporaryDirectory())
+        self.server = Server(f"sqlite:///{folder}/todo.sqlite", workers=1)
+        self.addCleanup(self.server.close)
+        self.server.start()
+        self.base = f"http://127.0.0.1:{self.server.port}/api/v1"
+        section = README.read_text().split("## Sync", 1)[1]
+        (code,) = re.findall(r"^```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL)[:1]
+        namespace: dict[str, Any] = {}
+        exec(code, namespace)  # the README's own code, as a reader runs it
+        self.sync = namespace["sync"]
+
+    def request(self, method: str, path: str, body: dict | None = None) -> Any:
+        with self.server.client() as client:
+            response = client.request(method, f"/api/v1{path}", body)
+        self.assertLess(response.status, 300, response.body)
+        return response.json()
+
+    def listed(self) -> dict[int, dict]:
+        return {todo["id"]: todo for todo in self.request("GET", "/todos")}
+
+    def test_it_keeps_a_replica_equal_to_the_list_and_starts_over_on_410(self):
+        for number in range(3):
+            self.request("POST", "/todos", {"title": f"todo {number}"})
+        replica: dict[int, dict] = {}
+        cursor = self.sync(replica, "", base=self.base)
+        self.assertEqual(replica, self.listed())
+        self.request("PATCH", "/todos/1", {"completed": True})
+        self.request("DELETE", "/todos/2")
+        self.request("POST", "/todos", {"title": "new"})
+        cursor = self.sync(replica, cursor, base=self.base)
+        self.assertEqual(replica, self.listed())
+        # A cursor the server did not issue is a 410: the loop drops the copy and starts over.
+        replica[99] = {"id": 99, "title": "only in the copy"}
+        forged = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
+        self.sync(replica, forged, base=self.base)
+        self.assertEqual(replica, self.listed())

@@ -56,6 +56,12 @@ checks.negative_data_rejection.enabled = false
 [[operations]]
 include-path = "/todos/{{todo_id}}"
 phases.coverage.checks.positive_data_acceptance.enabled = false
+
+# A cursor is only what this server signed: any other string, however well formed, is a 400
+# (it cannot be read) or a 410 (it was not issued for this list), as the document says.
+[[operations]]
+include-path = "/changes"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "410"]
 """
 
 

@@ -32,6 +32,7 @@ TODO_OPERATIONS = {
     ("/todos/{todo_id}", "PUT"),
     ("/todos/{todo_id}", "PATCH"),
     ("/todos/{todo_id}", "DELETE"),
+    ("/changes", "GET"),
 }
 ACCOUNT_OPERATIONS = {
     ("/users", "POST"),

@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict
 
-from todo import store
+from todo import store, streams
 from todo.driver import Statement
 from todo.models import UTCDateTime, naive_utc, utcnow
 from todo.models.idempotency import IdempotencyKey
@@ -90,6 +90,7 @@ DELETE_ACCOUNT = (
     Statement(delete(IdempotencyKey).where(IdempotencyKey.owner_id == _OWNER)),
     Statement(delete(Token).where(Token.user_id == _OWNER)),
     Statement(delete(Todo).where(Todo.owner_id == _OWNER)),
+    *streams.FORGET_STREAM,
     Statement(delete(User).where(User.id == _OWNER)),
 )
 # The owner is not part of a todo as clients see it: adopting one keeps its updated_at (and
@@ -152,7 +153,10 @@ def create_user(username: str, password: str) -> dict[str, Any]:
     }
     try:
         with store.connect() as connection:
+            connection.begin()
             user_id = connection.insert(INSERT_USER, values)
+            # The user's list's change counter (todo.streams), made before any write needs it.
+            connection.execute(streams.INSERT_STREAM, {"stream": user_id})
             connection.commit()
     except IntegrityError:
         raise Conflict(f"The username {username!r} is taken.") from None
@@ -259,6 +263,9 @@ def revoke_token(user_id: int, token_id: int) -> dict[str, Any] | None:
 def adopt_todos(user_id: int) -> int:
     """Give every todo without an owner to a user; return how many there were."""
     with store.connect() as connection:
+        connection.begin()
         adopted = connection.execute(ADOPT_TODOS, {"user_id": user_id})
+        # The todos join the user's list without a change number: clients sync it anew.
+        connection.execute(streams.INVALIDATE_CURSORS)
         connection.commit()
     return adopted

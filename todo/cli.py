@@ -15,7 +15,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from werkzeug.exceptions import HTTPException
 
-from todo import accounts, transfer
+from todo import accounts, streams, transfer
 from todo.database import UNAVAILABLE_ERRORS
 from todo.errors import InvalidInput
 from todo.schemas import TOKEN_MAX_DAYS, TokenCreate, UserCreate, parse_body
@@ -23,6 +23,7 @@ from todo.schemas import TOKEN_MAX_DAYS, TokenCreate, UserCreate, parse_body
 users = AppGroup("users", help="Manage user accounts.")
 tokens = AppGroup("tokens", help="Manage users' bearer tokens.")
 todos = AppGroup("todos", help="Manage todos.")
+changes = AppGroup("changes", help="Manage what GET /changes remembers for sync.")
 
 
 def _clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,7 +143,21 @@ def import_(file: IO[bytes]) -> None:
     click.echo(f"Imported {imported} todo{'' if imported == 1 else 's'}.")
 
 
+@changes.command("prune")
+@click.option(
+    "--days", type=click.IntRange(1, 36500), default=None,
+    help="Forget deletions older than this many days (default: TOMBSTONE_DAYS, 30).",
+)  # fmt: skip
+@_clear_errors
+def prune(days: int | None) -> None:
+    """Forget deleted todos older than TOMBSTONE_DAYS; a client whose cursor is older than
+    the deletions forgotten syncs again from the start (410). Workers also do this by
+    themselves, at most once a minute."""
+    pruned = streams.prune(days)
+    click.echo(f"Forgot {pruned} deleted todo{'' if pruned == 1 else 's'}.")
+
+
 def init_app(app: Flask) -> None:
     """Add the commands to `flask --app todo`."""
-    for group in (users, tokens, todos):
+    for group in (users, tokens, todos, changes):
         app.cli.add_command(group)

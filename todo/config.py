@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # Origins of browser apps that may call the API (a list, a comma-separated string or
     # "*"); None: no CORS headers at all.
     "CORS_ORIGINS": None,
+    # How long GET /changes remembers a deleted todo, in days: a client that syncs less often
+    # than that starts again from nothing.
+    "TOMBSTONE_DAYS": 30,
 }
 # The values some settings may take; anything else stops the app from starting.
 CHOICES = {"AUTH": ("none", "token"), "REGISTRATION": ("closed", "open")}
@@ -108,6 +111,9 @@ def _check(config: dict[str, Any]) -> None:
         raise SettingsError(
             f"TRUSTED_PROXIES must be a number of proxies, 0 to 10, not {proxies!r}."
         )
+    days = config["TOMBSTONE_DAYS"]
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36500:
+        raise SettingsError(f"TOMBSTONE_DAYS must be a number of days, 1 to 36500, not {days!r}.")
     origins = config["CORS_ORIGINS"]
     if isinstance(origins, str):
         config["CORS_ORIGINS"] = [origin.strip() for origin in origins.split(",") if origin.strip()]

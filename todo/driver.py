@@ -24,6 +24,17 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+# How each engine starts a read-only transaction that sees one moment of the database.
+# PostgreSQL (whose driver begins the transaction) takes the level before the first read;
+# MariaDB's consistent snapshot needs its own START; SQLite's WAL gives a reader a snapshot.
+_SNAPSHOT = {
+    "postgresql": ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",),
+    "mysql": (
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+    ),
+    "sqlite": ("BEGIN",),
+}
 
 
 class _Compiled(NamedTuple):
@@ -164,6 +175,13 @@ class Connection:
         """
         if self.dialect.name == "sqlite":
             self.execute("BEGIN IMMEDIATE")
+
+    def begin_snapshot(self) -> None:
+        """Start a read-only transaction whose reads all see the same moment; `commit` ends it."""
+        # The pool's ping may have begun a transaction; the snapshot must begin one anew.
+        self.commit()
+        for statement in _SNAPSHOT[self.dialect.name]:
+            self.execute(statement)
 
     def commit(self) -> None:
         try:

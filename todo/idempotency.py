@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnprocessableEntity
 
-from todo import store
+from todo import store, streams
 from todo.driver import Statement
 from todo.errors import InvalidInput
 from todo.models import UTCDateTime, utcnow
@@ -88,6 +88,7 @@ def create_once(key: str, payload: TodoCreate, owner: store.Owner) -> Created:
     """
     digest = fingerprint(payload)
     user = store.owner_id(owner)
+    streams.ensure_started()
     # The second attempt runs only after a concurrent request with the same key won the race.
     for _ in range(2):
         with store.connect() as connection:

@@ -26,6 +26,7 @@ from todo.limits import EXEMPT_ENDPOINTS
 from todo.models.idempotency import KEY_MAX_LENGTH
 from todo.models.todo import MAX_ID
 from todo.schemas import (
+    ChangesOut,
     Health,
     TodoCreate,
     TodoOut,
@@ -107,6 +108,7 @@ MODELS: Models = (
     (Problem, "serialization"),
     (Health, "serialization"),
     (Index, "serialization"),
+    (ChangesOut, "serialization"),
 )
 # Those of the accounts API, which exists in AUTH token only.
 ACCOUNT_MODELS: Models = (
@@ -634,6 +636,10 @@ def build_document(app: Flask) -> dict[str, Any]:
             {"name": "index", "description": "Where to start: links to the docs and the API."},
             {"name": "todos", "description": "The todo resource."},
             {"name": "health", "description": "Whether the service can do its job."},
+            {
+                "name": "sync",
+                "description": "Incremental sync for clients that keep a copy of the list.",
+            },
         ],
         "paths": paths,
         "components": {

@@ -374,6 +374,55 @@ class TodoListQuery(BaseModel):
     after: QueryInteger | None = Field(None, description="Only todos with a larger id.")
 
 
+# The contract's bound on a sync cursor's length (todo.sync reads it).
+CURSOR_MAX_LENGTH = 200
+CHANGES_LIMIT_DEFAULT = 100
+
+
+class ChangesQuery(BaseModel):
+    """Where a sync starts, and how many changes one answer may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: str | None = Field(
+        None,
+        max_length=CURSOR_MAX_LENGTH,
+        description="The cursor of the last answer applied; without it (or empty), every "
+        "todo as an upsert.",
+    )
+    limit: Limit = Field(
+        CHANGES_LIMIT_DEFAULT, description="At most this many changes in the answer."
+    )
+
+
+class UpsertChange(BaseModel):
+    """A todo to store (or replace) as it is now."""
+
+    op: Literal["upsert"]
+    todo: TodoOut
+
+
+class DeleteChange(BaseModel):
+    """A todo that was deleted: drop it (ignore an id that you never had)."""
+
+    op: Literal["delete"]
+    id: int
+
+
+Change = Annotated[UpsertChange | DeleteChange, Field(discriminator="op")]
+
+
+class ChangesOut(BaseModel):
+    """What changed after a cursor, each todo at most once, in the order to apply."""
+
+    changes: list[Change]
+    cursor: str = Field(
+        max_length=CURSOR_MAX_LENGTH,
+        description="Opaque: store it and send it back as since to continue from here.",
+    )
+    more: bool = Field(description="Another call with this cursor has more right now.")
+
+
 _MESSAGES = {
     "missing": "is required",
     "string_type": "must be a string",
@@ -430,8 +479,8 @@ def parse_body(model: type[Model], body: bytes) -> Model:
         raise _invalid_input(error, "request body", "fields") from None
 
 
-def parse_query(arguments: Mapping[str, Iterable[str]]) -> TodoListQuery:
-    """Validate the list query; each parameter may be given once."""
+def parse_query(model: type[Model], arguments: Mapping[str, Iterable[str]]) -> Model:
+    """Validate a query against its model; each parameter may be given once."""
     values: dict[str, str] = {}
     errors = []
     for name, given in arguments.items():
@@ -443,7 +492,7 @@ def parse_query(arguments: Mapping[str, Iterable[str]]) -> TodoListQuery:
         names = ", ".join(problem["field"] for problem in errors)
         raise InvalidInput(f"The query has repeated parameters: {names}", errors)
     try:
-        return TodoListQuery.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as error:
         raise _invalid_input(error, "query", "parameters") from None
 
@@ -504,6 +553,19 @@ def todos_json_stream(batches: Iterable[Sequence[Sequence[Any]]]) -> Iterator[by
             yield separator + todos_json(batch)[1:-1]
             separator = b","
     yield b"]"
+
+
+def changes_json(changes: Iterable[tuple[str, Any]], cursor: str, more: bool) -> bytes:
+    """Write sync's answer as the JSON of ChangesOut: ("upsert", row) or ("delete", id)."""
+    entries = [
+        {"op": "upsert", "todo": _read_rows((item,))[0]}
+        if op == "upsert"
+        else {"op": "delete", "id": item}
+        for op, item in changes
+    ]
+    return orjson.dumps(
+        {"changes": entries, "cursor": cursor, "more": more}, option=_OUTPUT_OPTIONS
+    )
 
 
 def record_json(record: Mapping[str, Any]) -> bytes:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, bindparam
 from werkzeug.exceptions import NotFound
 
+from todo import streams
 from todo.driver import Connection, Statement
 from todo.errors import StalePrecondition
 from todo.models import UTCDateTime, db, naive_utc, utcnow
@@ -85,7 +86,8 @@ def scope_of(owner: Owner) -> Scope:
     return "bearer" if isinstance(owner, Bearer) else "user"
 
 
-def _owned(statement: Any, scope: Scope) -> Any:
+def owned(statement: Any, scope: Scope) -> Any:
+    """Add the scope's condition to a statement: only the owner's todos."""
     condition = OWNED[scope]
     return statement if condition is None else statement.where(condition)
 
@@ -114,7 +116,7 @@ def select_todo(scope: Scope, lock: bool = False) -> Statement:
 
     SQLite, which has no row locks, ignores FOR UPDATE.
     """
-    statement = _owned(sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")), scope)
+    statement = owned(sa.select(*ROW_COLUMNS).where(Todo.id == bindparam("todo_id")), scope)
     return Statement(statement.with_for_update(of=Todo) if lock else statement)
 
 
@@ -124,7 +126,7 @@ def delete_todo(scope: Scope) -> Statement:
     statement = sa.delete(Todo).where(
         Todo.id == bindparam("todo_id"), Todo.version == bindparam("version")
     )
-    return Statement(_owned(statement, scope))
+    return Statement(owned(statement, scope))
 
 
 INSERT_TODO = Statement(
@@ -143,7 +145,7 @@ def select_todos(
     Takes the owner's parameters, `completed`, `horizon` (latest deadline), `after` and
     `limit`.
     """
-    statement = _owned(sa.select(*ROW_COLUMNS).order_by(Todo.id), scope)
+    statement = owned(sa.select(*ROW_COLUMNS).order_by(Todo.id), scope)
     if completed:
         statement = statement.where(Todo.completed == bindparam("completed"))
     if window:
@@ -156,6 +158,9 @@ def select_todos(
         statement = statement.limit(bindparam("limit"))
     return Statement(statement)
 
+
+# The columns that number a change for sync (todo.streams); every write sets them.
+CHANGE_COLUMNS = frozenset({"change_stream", "change_seq"})
 
 # The version after `version`: one more, back to 1 after the largest a column can hold, so
 # that a todo never stops changing its ETag (docs/behaviour.md). The ORM's is Todo's own.
@@ -178,9 +183,10 @@ def update_todo(
         .values(
             {name: bindparam(name, type_=Todo.__table__.c[name].type) for name in fields}
             | {"version": NEXT_VERSION, "updated_at": bindparam("now", type_=UTCDateTime())}
+            | {"change_stream": bindparam("change_stream"), "change_seq": bindparam("change_seq")}
         )
     )
-    statement = _owned(statement, scope)
+    statement = owned(statement, scope)
     if checks_version:
         statement = statement.where(Todo.version == bindparam("version"))
     if checks_date:
@@ -273,8 +279,20 @@ def get(todo_id: int, owner: Owner) -> StoredTodo:
     return todo
 
 
+def _change(connection: Connection, user: int | None) -> dict[str, int]:
+    """Take the next change number of the user's list (todo.streams): first in a write's
+    transaction, which it orders among the list's writes."""
+    stream = streams.stream_for(user)
+    return {"change_stream": stream, "change_seq": streams.next_change(connection, stream)}
+
+
 def insert(connection: Connection, fields: dict[str, Any], owner: Owner) -> StoredTodo:
-    """Insert a new todo of this owner in the connection's transaction, without committing."""
+    """Insert a new todo of this owner in the connection's transaction, without committing.
+
+    The transaction must have begun (`Connection.begin`) and written nothing yet.
+    """
+    user = owner_id(owner)
+    change = _change(connection, user)
     now = naive_utc(utcnow())
     # Naive UTC, as the driver returns stored timestamps, so that the encoders write them alike.
     values = fields | {
@@ -282,14 +300,17 @@ def insert(connection: Connection, fields: dict[str, Any], owner: Owner) -> Stor
         "created_at": now,
         "updated_at": now,
         "version": 1,
-        "owner_id": owner_id(owner),
+        "owner_id": user,
+        **change,
     }
     return StoredTodo.from_values(values | {"id": connection.insert(INSERT_TODO, values)})
 
 
 def create(fields: dict[str, Any], owner: Owner) -> StoredTodo:
     """Store a new todo of this owner."""
+    streams.ensure_started()
     with connect() as connection:
+        connection.begin()
         todo = insert(connection, fields, owner)
         connection.commit()
     return todo
@@ -303,12 +324,17 @@ def update(
     The work is the same however many tags the preconditions name: one UPDATE whose WHERE
     clause checks them, or, for those it cannot, a locked read and one UPDATE.
     """
+    streams.ensure_started()
     with connect() as connection:
         if changes and can_exist(todo_id) and preconditions.can_pass:
+            # The owner's id, the token looked up once: the change is numbered in their list.
+            user = owner_id(owner)
+            connection.begin()
+            changes = changes | _change(connection, user)
             if preconditions.fit_one_statement:
-                todo = _update_where(connection, todo_id, owner, changes, preconditions)
+                todo = _update_where(connection, todo_id, user, changes, preconditions)
             else:
-                todo = _update_locked(connection, todo_id, owner, changes, preconditions)
+                todo = _update_locked(connection, todo_id, user, changes, preconditions)
             if todo is not None:
                 connection.commit()
                 return todo
@@ -336,7 +362,11 @@ def _update_where(
     since = preconditions.unmodified_since
     returning = connection.dialect.update_returning
     statement = update_todo(
-        frozenset(changes), scope_of(owner), version is not None, since is not None, returning
+        frozenset(changes) - CHANGE_COLUMNS,
+        scope_of(owner),
+        version is not None,
+        since is not None,
+        returning,
     )
     values = {
         **changes,
@@ -346,9 +376,6 @@ def _update_where(
         "version": version,
         "since": since,
     }
-    if not returning:
-        # The todo is read back after the update, in the same transaction.
-        connection.begin()
     return _update_one(connection, statement, values, returning, owner)
 
 
@@ -364,7 +391,9 @@ def _update_locked(
     if todo is None:
         return None
     returning = connection.dialect.update_returning
-    statement = update_todo(frozenset(changes), scope_of(owner), True, False, returning)
+    statement = update_todo(
+        frozenset(changes) - CHANGE_COLUMNS, scope_of(owner), True, False, returning
+    )
     values = {
         **changes,
         "todo_id": todo_id,
@@ -378,8 +407,7 @@ def _update_locked(
 def _find_locked(
     connection: Connection, todo_id: int, owner: Owner, preconditions: Preconditions
 ) -> StoredTodo | None:
-    """Begin a transaction, read the todo locked in it and check the preconditions (412)."""
-    connection.begin()
+    """Read the todo locked in the transaction and check the preconditions (412)."""
     todo = _find(connection, todo_id, owner, lock=True)
     if todo is not None:
         refusal = preconditions.refusal(todo)
@@ -414,17 +442,20 @@ def _update_one(
 
 def delete(todo_id: int, owner: Owner, preconditions: Preconditions) -> StoredTodo | None:
     """Delete the owner's todo if it meets the preconditions; return it as it was, or None."""
+    streams.ensure_started()
+    user = owner_id(owner)
     with connect() as connection:
+        connection.begin()
+        # Numbered first, as every write of the list is (todo.streams); undone if nothing goes.
+        seq = streams.next_change(connection, streams.stream_for(user))
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
-        todo = _find_locked(connection, todo_id, owner, preconditions)
+        todo = _find_locked(connection, todo_id, user, preconditions)
         if todo is None:
-            _found_nothing(owner)
             return None
-        # The todo was found, so it is the owner's: deleted by its id, the token is not read
-        # again.
-        values = {"todo_id": todo_id, "owner": todo.owner_id, "version": todo.version}
-        connection.execute(delete_todo(scope_of(todo.owner_id)), values)
+        values = {"todo_id": todo_id, "owner": user, "version": todo.version}
+        connection.execute(delete_todo(scope_of(user)), values)
+        streams.bury(connection, streams.stream_for(user), todo_id, seq)
         connection.commit()
     return todo
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from todo import store
+from todo import store, streams
 from todo.errors import InvalidInput
 from todo.models import db, naive_utc, utcnow
 from todo.models.todo import ADVANCE_POSTGRES_ID_SEQUENCE, Todo
@@ -31,17 +31,6 @@ _INSERT = sa.insert(Todo.__table__)
 _EXPORT_PAGE = store.select_todos(
     scope="shared", completed=False, window=False, after=True, limit=True
 )
-# A read-only snapshot, so that an export taken while the API writes is one moment's todos.
-# PostgreSQL (whose driver has begun the transaction) takes the level before the first read;
-# MariaDB's consistent snapshot needs its own START; SQLite's WAL gives a reader a snapshot.
-_SNAPSHOT = {
-    "postgresql": ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",),
-    "mysql": (
-        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-    ),
-    "sqlite": ("BEGIN",),
-}
 
 
 class ImportRefused(Exception):
@@ -52,10 +41,8 @@ def export_todos(out: IO[bytes]) -> int:
     """Write every todo, in id order, as JSON Lines; return how many."""
     count = 0
     with store.connect() as connection:
-        # The pool's ping may have begun a transaction; the snapshot must begin one anew.
-        connection.commit()
-        for statement in _SNAPSHOT[connection.dialect.name]:
-            connection.execute(statement)
+        # One moment's todos, however the API writes meanwhile.
+        connection.begin_snapshot()
         after = 0
         while rows := connection.all(_EXPORT_PAGE, {"after": after, "limit": BATCH}):
             out.write(b"".join(todo_json(row) + b"\n" for row in rows))
@@ -136,6 +123,8 @@ def import_todos(lines: Iterable[bytes]) -> int:
                     ) from None
                 count += len(batch)
                 last_id = max(last_id, *(todo.id for _, todo in batch))
+            # The todos join the list without change numbers: clients sync it anew.
+            connection.execute(streams.NEW_GENERATION)
             if last_id and connection.dialect.name == "postgresql":
                 # The sequence does not notice explicit ids; SQLite and MariaDB move past them.
                 connection.execute(ADVANCE_POSTGRES_ID_SEQUENCE, {"id": last_id})
@@ -217,4 +206,6 @@ def seed_todos(count: int, chance: random.Random | None = None) -> int:
                     }
                 )
             connection.execute(_INSERT, rows)
+        # The todos join the list without change numbers: clients sync it anew (todo.streams).
+        connection.execute(streams.NEW_GENERATION)
     return count

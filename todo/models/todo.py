@@ -30,6 +30,8 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
         Index("ix_todos_deadline_at", "deadline_at"),
         # A user's list, in id order, without reading anyone else's todos.
         Index("ix_todos_owner_id_id", "owner_id", "id"),
+        # A list's changes since a cursor, in the order they were made (todo.sync).
+        Index("ix_todos_change_stream_change_seq", "change_stream", "change_seq"),
         # SQLite would otherwise hand out the id of a deleted last row again.
         {"sqlite_autoincrement": True, "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
     )
@@ -50,6 +52,12 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
     owner_id: Mapped[int | None] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), info=INTERNAL
     )
+    # The list whose change this todo last was, and that change's number in it (todo.sync):
+    # set on every change, through the API or the ORM. 0 and 0 for todos imported or seeded.
+    change_stream: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), server_default=text("0"), info=INTERNAL
+    )
+    change_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), info=INTERNAL)
 
     __mapper_args__ = {"version_id_col": version, "version_id_generator": next_version}
 

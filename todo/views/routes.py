@@ -6,13 +6,15 @@ Each view declares its OpenAPI operation beside it (todo.openapi.documented).
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from todo import database, idempotency, store
+from todo import database, idempotency, store, sync
 from todo.auth import current_owner
 from todo.openapi import HEADERS, documented, json_answer, ref, removed_answer, todo_answer
 from todo.schemas import (
+    ChangesQuery,
     TodoCreate,
     TodoListQuery,
     TodoUpdate,
+    changes_json,
     parse_body,
     parse_query,
     todo_json,
@@ -83,7 +85,7 @@ def health():
 )
 def list_todos():
     """List todos ordered by id, filtered by state and deadline, paged by id."""
-    query = parse_query(dict(request.args.lists()))
+    query = parse_query(TodoListQuery, dict(request.args.lists()))
     if query.limit is None:
         return Response(
             todos_json_stream(store.stream(query, current_owner())), mimetype="application/json"
@@ -195,3 +197,33 @@ def delete_todo(todo_id: int):
     if todo is None:
         return {}
     return _todo_response(todo)
+
+
+@api.get("/changes")
+@documented(
+    tag="sync",
+    query=ChangesQuery,
+    description="Start without `since`: every todo comes as an `upsert`, over as many calls as "
+    "`more` says. Then send the last `cursor` received as `since`: each todo that changed comes "
+    "once, in its latest state, and each deleted one as a `delete`. A client that applies every "
+    "answer in order holds exactly what GET /todos returns once the writes stop, never missing "
+    "a change made while it called. Deletions are remembered for TOMBSTONE_DAYS (30 by "
+    "default); an older cursor, or one this server did not issue for this list, is a 410: start "
+    "again without `since`. Any other query parameter is a 400 that names it.",
+    responses={200: json_answer("The changes after the cursor.", ref("ChangesOut"))},
+    problems=(
+        (400, "A parameter is invalid, or the cursor cannot be read."),
+        (
+            410,
+            "The cursor is older than the deletions still remembered, was not issued for this "
+            "list, or an import, seed, adoption or change of AUTH mode made it stale: start "
+            "again without since.",
+        ),
+        503,
+    ),
+)
+def list_changes():
+    """Sync: what changed since a cursor (every todo, to start)."""
+    query = parse_query(ChangesQuery, dict(request.args.lists()))
+    found = sync.changes(current_owner(), query.since, query.limit)
+    return json_response(changes_json(found.changes, found.cursor, found.more))
