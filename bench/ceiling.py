@@ -1,18 +1,21 @@
-"""The benchmark's ceiling: the service's hot routes on raw sqlite3 and json.dumps.
+"""The benchmark's ceiling: the service's hot routes on a plain DB-API driver and json.dumps.
 
 An upper bound for what the service could reach on the same data and server
-settings, so validation is minimal. Serve it with `gunicorn bench.ceiling:app`
-and the SQLite file named by the environment variable BENCH_DB.
+settings, so validation is minimal. It runs on the database named by DATABASE_URL, as
+the service does: SQLite through sqlite3, PostgreSQL through psycopg with prepared
+statements, MariaDB through PyMySQL; a connection per thread, kept open, in autocommit
+(bench/databases.py). The routes are the same on every database. Serve it with
+`gunicorn bench.ceiling:app`.
 """
 
 import json
 import os
 import re
-import sqlite3
-import threading
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from urllib.parse import parse_qs
+
+from bench.databases import Database
 
 COLUMNS = "id, title, description, completed, deadline_at, created_at, updated_at"
 WRITABLE = ("title", "description", "completed", "deadline_at")
@@ -21,26 +24,13 @@ WRITABLE = ("title", "description", "completed", "deadline_at")
 DB_TIME = "%Y-%m-%dT%H:%M:%S"
 TODO_PATH = re.compile(r"/api/v1/todos/(\d{1,18})")
 
-_local = threading.local()
+DATABASE = Database(os.environ["DATABASE_URL"])
 
 
 class HTTPError(Exception):
     def __init__(self, status):
         super().__init__(status)
         self.status = status
-
-
-def connection():
-    """Return this thread's connection, opening it on first use."""
-    conn = getattr(_local, "conn", None)
-    if conn is None:
-        # Autocommit: every statement here is its own transaction, as one request.
-        conn = sqlite3.connect(os.environ["BENCH_DB"], isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        _local.conn = conn
-    return conn
 
 
 def db_now(days=0):
@@ -84,12 +74,12 @@ def read_fields(environ, required):
 
 def list_todos(environ):
     query = {key: values[-1] for key, values in parse_qs(environ["QUERY_STRING"]).items()}
-    # sqlite3 caches prepared statements by SQL text; the text comes from a
-    # fixed set of clauses, so each shape is prepared once per connection.
+    # The drivers prepare statements by their text; the text comes from a fixed set of
+    # clauses, so each shape is prepared once per connection.
     clauses, params = [], []
     if "completed" in query:
         clauses.append("completed = ?")
-        params.append({"true": 1, "false": 0}[query["completed"].lower()])
+        params.append({"true": True, "false": False}[query["completed"].lower()])
     if "window" in query:
         clauses.append("deadline_at IS NOT NULL AND deadline_at <= ?")
         params.append(db_now(days=int(query["window"])))
@@ -103,12 +93,12 @@ def list_todos(environ):
     if "limit" in query:
         sql += " LIMIT ?"
         params.append(int(query["limit"]))
-    rows = connection().execute(sql, params).fetchall()
+    rows = DATABASE.execute(sql, params).fetchall()
     return "200 OK", [to_dict(row) for row in rows], []
 
 
 def get_todo(todo_id):
-    row = connection().execute(f"SELECT {COLUMNS} FROM todos WHERE id = ?", (todo_id,)).fetchone()
+    row = DATABASE.execute(f"SELECT {COLUMNS} FROM todos WHERE id = ?", (todo_id,)).fetchone()
     if row is None:
         raise HTTPError(404)
     return "200 OK", to_dict(row), []
@@ -118,7 +108,7 @@ def create_todo(environ):
     data = read_fields(environ, required=True)
     now = db_now()
     values = [data["title"], data.get("description"), data.get("completed", False)]
-    cursor = connection().execute(
+    cursor = DATABASE.execute(
         "INSERT INTO todos (title, description, completed, deadline_at,"
         f" created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, 1) RETURNING {COLUMNS}",
         [*values, data.get("deadline_at"), now, now],
@@ -131,19 +121,21 @@ def update_todo(environ, todo_id):
     data = read_fields(environ, required=False)
     names = [name for name in WRITABLE if name in data]
     assignments = "".join(f"{name} = ?, " for name in names)
-    cursor = connection().execute(
-        f"UPDATE todos SET {assignments}updated_at = ?, version = version + 1"
-        f" WHERE id = ? RETURNING {COLUMNS}",
-        [data[name] for name in names] + [db_now(), todo_id],
-    )
-    row = cursor.fetchone()
+    sql = f"UPDATE todos SET {assignments}updated_at = ?, version = version + 1 WHERE id = ?"
+    params = [data[name] for name in names] + [db_now(), todo_id]
+    if DATABASE.update_returning:
+        row = DATABASE.execute(f"{sql} RETURNING {COLUMNS}", params).fetchone()
+    elif DATABASE.execute(sql, params).rowcount:
+        row = DATABASE.execute(f"SELECT {COLUMNS} FROM todos WHERE id = ?", (todo_id,)).fetchone()
+    else:
+        row = None
     if row is None:
         raise HTTPError(404)
     return "200 OK", to_dict(row), []
 
 
 def health():
-    connection().execute("SELECT 1").fetchone()
+    DATABASE.execute("SELECT 1").fetchone()
     return "200 OK", {"status": "ok"}, []
 
 
@@ -168,19 +160,26 @@ def route(environ):
     raise HTTPError(405 if match or path == "/api/v1/todos" else 404)
 
 
-def app(environ, start_response):
-    """Answer one request (WSGI)."""
+def answer(handler, *arguments):
+    """Run one of the handlers above; return its status, headers, content type and body."""
     try:
-        status, payload, headers = route(environ)
+        status, payload, headers = handler(*arguments)
         content_type = "application/json"
     except HTTPError as error:
         status, payload, headers = problem(error.status)
         content_type = "application/problem+json"
-    except (ValueError, KeyError, TypeError, sqlite3.IntegrityError):
+    except (ValueError, KeyError, TypeError, *DATABASE.input_errors):
         status, payload, headers = problem(400)
         content_type = "application/problem+json"
-    # Compact, as the service writes it, so that both send the same bytes.
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    # Compact, as the service writes it, so that both send the same bytes. SQLite's
+    # timestamps are already the API's text; the servers' drivers give datetimes.
+    body = json.dumps(payload, separators=(",", ":"), default=datetime.isoformat).encode()
+    return status, headers, content_type, body
+
+
+def app(environ, start_response):
+    """Answer one request (WSGI)."""
+    status, headers, content_type, body = answer(route, environ)
     headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
     start_response(status, headers)
     return [body]

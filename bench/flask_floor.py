@@ -1,10 +1,10 @@
-"""The benchmark's Flask floor: the ceiling's own raw sqlite3 work, behind Flask.
+"""The benchmark's Flask floor: the ceiling's own raw DB-API work, behind Flask.
 
-The same routes answer with exactly what bench/ceiling.py does, but through Flask's routing,
-request and response objects. What it loses against the ceiling is what Flask itself costs
-on this server, before any validation or ORM: the least any Flask app, the service
-included, pays per request. Serve it with `gunicorn bench.flask_floor:app` and the SQLite
-file named by the environment variable BENCH_DB.
+The same routes answer with exactly what bench/ceiling.py does, on the same database
+(DATABASE_URL), but through Flask's routing, request and response objects. What it loses
+against the ceiling is what Flask itself costs on this server, before any validation or
+ORM: the least any Flask app, the service included, pays per request. Serve it with
+`gunicorn bench.flask_floor:app`.
 """
 
 from flask import Flask, Response, request
@@ -14,19 +14,10 @@ from bench import ceiling
 app = Flask(__name__)
 
 
-def answer(route, *arguments) -> Response:
+def answer(handler, *arguments) -> Response:
     """Turn one of the ceiling's answers into a Flask response with the same bytes."""
-    try:
-        status, payload, headers = route(*arguments)
-        mimetype = "application/json"
-    except ceiling.HTTPError as error:
-        status, payload, headers = ceiling.problem(error.status)
-        mimetype = "application/problem+json"
-    except (ValueError, KeyError, TypeError, ceiling.sqlite3.IntegrityError):
-        status, payload, headers = ceiling.problem(400)
-        mimetype = "application/problem+json"
-    body = ceiling.json.dumps(payload, separators=(",", ":"))
-    return Response(body, int(status[:3]), headers, mimetype=mimetype)
+    status, headers, content_type, body = ceiling.answer(handler, *arguments)
+    return Response(body, int(status[:3]), headers, content_type=content_type)
 
 
 @app.get("/api/v1/todos/<int:todo_id>")

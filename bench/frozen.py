@@ -8,7 +8,7 @@ import gc
 
 
 def ceiling():
-    """Return the raw-sqlite3 ceiling app, frozen."""
+    """Return the ceiling app (raw DB-API driver), frozen."""
     from bench.ceiling import app
 
     gc.freeze()

@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import BENCH, ROOT, SERVICE, free_port, seed, stop, wait_ready
+from databases import SQLite
+from run import BENCH, ROOT, free_port, seed, stop, wait_ready
 
 GUNICORN_APP = "todo:create_app()"
 
@@ -262,11 +263,11 @@ def main() -> int:
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
     rows, rates = [], {}
     with tempfile.TemporaryDirectory(prefix="todo-slow-") as tmp:
-        source = Path(tmp) / "seed.sqlite"
-        seed(source, count, SERVICE)
+        files = SQLite(Path(tmp))
+        seed(files, count)
         for server in servers:
-            db = Path(tmp) / f"{server}.sqlite"
-            db.write_bytes(source.read_bytes())
+            files.copy("seed", server)
+            db = files.path(server)
             log = Path(tmp) / f"{server}.log"
             process, port = start(server, db, log)
             try:
