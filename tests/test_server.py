@@ -925,8 +925,11 @@ class TestSlowClients(ServerTestCase):
         server = self.start_server(workers=1, env={"GRANIAN_WORKERS_KILL_TIMEOUT": "1"})
         hostile = HostileClients(server.port)
         self.addCleanup(hostile.close)
-        # A request in flight that never ends: its body never arrives whole.
+        # A request in flight that never ends: its body never arrives whole. Once the worker
+        # is quiet, it holds the request, waiting for the rest (a SIGTERM before that found
+        # no request in flight, and the worker stopped gracefully).
         hostile.open_slow_bodies(1)
+        server.wait_until_quiet()
         server.terminate()
         server.wait()
         self.assertIn("Killing worker-1 after it refused to gracefully stop", server.log())
