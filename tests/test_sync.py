@@ -11,17 +11,20 @@ import os
 import string
 import tempfile
 import unittest
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 from unittest import mock
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
 from tests.accounts import AccountsTestCase, dispose
 from tests.base import TOKEN_MODE, AppTestCase, across_databases, bearer, sign_up
-from todo import create_app
+from todo import create_app, streams
 from todo.config import SettingsError
+from todo.driver import Connection
 from todo.models import db, utcnow
 from todo.models.sync import Tombstone
 from todo.models.todo import Todo
@@ -878,3 +881,55 @@ class TestOpenAPI(SharedList):
             with self.subTest(since=since):
                 body = self.sync(since)
                 self.assertEqual(ChangesOut.model_validate(body).model_dump(mode="json"), body)
+
+
+# --- What sync costs writers: one list's writes go one at a time ----------------------------
+
+LOCK_WAIT = {
+    "postgresql": "SET lock_timeout = '200ms'",
+    "mysql": "SET SESSION innodb_lock_wait_timeout = 1",
+}
+
+
+@across_databases
+class TestWritersOfOneList(AppTestCase):
+    """Each write holds its list's change counter until it commits (README, "Sync")."""
+
+    def database_url(self) -> str:  # type: ignore[override]
+        if self.database == "SQLite":
+            folder = self.enterContext(tempfile.TemporaryDirectory())
+            return f"sqlite:///{folder}/todo.sqlite"
+        return super().database_url()
+
+    def make_app(self, **overrides: Any):
+        # A write that waits gives up at once on SQLite, so that the test does not wait 30 s.
+        return super().make_app(SQLITE_BUSY_TIMEOUT=0, **overrides)
+
+    def writer(self, connections: ExitStack) -> Connection:
+        """A connection that gives up quickly on a lock another one holds."""
+        connection = connections.enter_context(Connection(db.engine))
+        if connection.dialect.name in LOCK_WAIT:
+            connection.execute(LOCK_WAIT[connection.dialect.name])
+            connection.commit()
+        return connection
+
+    def test_a_write_waits_for_another_to_its_list_and_only_there_on_database_servers(self):
+        with self.app.app_context(), ExitStack() as connections:
+            streams.ensure_started()
+            first = self.writer(connections)
+            first.begin()
+            streams.next_change(first, streams.SHARED_STREAM)
+            same_list, other_list = self.writer(connections), self.writer(connections)
+            with self.assertRaises(OperationalError):
+                same_list.begin()
+                streams.next_change(same_list, streams.SHARED_STREAM)
+            if db.engine.dialect.name == "sqlite":
+                # SQLite has one write lock for the whole database: every write waits.
+                with self.assertRaises(OperationalError):
+                    other_list.begin()
+                    streams.next_change(other_list, 7)
+            else:
+                other_list.begin()
+                self.assertEqual(streams.next_change(other_list, 7), 1)
+                other_list.commit()
+            first.commit()
