@@ -219,11 +219,13 @@ class TestConnection(DatabaseTestCase):
         with Connection(self.engine) as connection:
             self.assertFalse(connection.first(SELECT_ONE, {"probe_id": kept})[2])
 
-    def test_only_sqlite_commits_a_statement_outside_begin(self):
+    def test_a_statement_outside_begin_commits_only_where_lone_statements_autocommit(self):
+        # SQLite and psycopg run lone statements in autocommit (reads then cost no BEGIN and
+        # no ROLLBACK); every write of the app calls begin first.
         with Connection(self.engine) as connection:
             self.add(connection, "alone")
-        on_sqlite = self.engine.dialect.name == "sqlite"
-        self.assertEqual(self.names(), ["alone"] if on_sqlite else [])
+        autocommits = self.engine.dialect.name in ("sqlite", "postgresql")
+        self.assertEqual(self.names(), ["alone"] if autocommits else [])
 
     def test_constraint_violations_raise_integrity_error(self):
         with Connection(self.engine) as connection:
@@ -251,13 +253,15 @@ class TestConnection(DatabaseTestCase):
         self.assertEqual(invalidated, [])
         self.assertEqual(self.names(), [])
 
-    def test_a_broken_connection_is_invalidated_and_replaced(self):
+    def test_a_connection_broken_mid_checkout_is_invalidated_and_replaced(self):
         checked_out, invalidated = [], []
         event.listen(self.engine, "checkout", lambda dbapi, *_: checked_out.append(dbapi))
         event.listen(self.engine, "invalidate", lambda dbapi, *_: invalidated.append(dbapi))
         with Connection(self.engine) as connection:
             broken = checked_out[-1]
+            connection.all(SELECT_ALL)
             self.break_connection(connection, broken)
+            # A statement after others may follow writes that are lost: the error is told.
             with self.assertRaises(DBAPIError) as caught:
                 connection.all(SELECT_ALL)
             self.assertTrue(caught.exception.connection_invalidated)
@@ -265,6 +269,25 @@ class TestConnection(DatabaseTestCase):
         with Connection(self.engine) as connection:
             self.assertSequenceEqual(connection.all(SELECT_ALL), [])
         self.assertIsNot(checked_out[-1], broken)
+
+    def test_a_connection_that_broke_while_pooled_is_replaced_on_its_first_statement(self):
+        # As after a server restart: the first statement fails without having done anything,
+        # so it runs again on a new connection, and the caller never sees the error.
+        checked_out, invalidated = [], []
+        event.listen(self.engine, "checkout", lambda dbapi, *_: checked_out.append(dbapi))
+        event.listen(self.engine, "invalidate", lambda dbapi, *_: invalidated.append(dbapi))
+        with Connection(self.engine) as connection:
+            broken = checked_out[-1]
+            self.break_connection(connection, broken)
+        for begins in (False, True):
+            with self.subTest(begins=begins), Connection(self.engine) as connection:
+                if begins:
+                    connection.begin()
+                self.add(connection, f"begins {begins}")
+                connection.commit()
+            # The broken one was taken again from the pool only by the first of these.
+        self.assertEqual(invalidated, [broken])
+        self.assertEqual(self.names(), ["begins False", "begins True"])
 
     def break_connection(self, connection: Connection, dbapi_connection) -> None:
         """Break a connection as a server restart would; SQLite has no server, so close it."""

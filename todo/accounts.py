@@ -207,6 +207,7 @@ def create_token(user_id: int, name: str | None, expires_in_days: int | None) ->
         "expires_at": expires_at,
     }
     with store.connect() as connection:
+        connection.begin()
         token_id = connection.insert(INSERT_TOKEN, values)
         connection.commit()
     return {

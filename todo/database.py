@@ -50,8 +50,10 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
         options: dict[str, Any] = {"connect_args": {"timeout": config["SQLITE_BUSY_TIMEOUT"]}}
     else:
         options = {
-            # A connection that died while pooled (server restart) is replaced, not used.
-            "pool_pre_ping": True,
+            # No ping before each checkout, a round trip per request: a connection that died
+            # while pooled (a server restart) fails its first statement, which the driver
+            # then runs again on a new connection (todo.driver.Connection). The ORM's own
+            # sessions, which do not go through the driver, would see that one error.
             "pool_size": config["DATABASE_POOL_SIZE"],
             "max_overflow": config["DATABASE_POOL_SIZE"],
             "pool_timeout": connect_timeout * 5,

@@ -104,16 +104,38 @@ class Connection:
         self.dialect = engine.dialect
         self._engine = engine
         self._errors = engine.dialect.loaded_dbapi.Error
+        # psycopg runs lone statements in autocommit until `begin`: a read then costs one
+        # round trip, with no BEGIN before it and no ROLLBACK when the pool takes the
+        # connection back. (Switching costs PyMySQL a round trip, so MariaDB does not.)
+        self._reads_in_autocommit = engine.dialect.name == "postgresql"
 
     def __enter__(self) -> "Connection":
-        try:
-            self._pooled = self._engine.raw_connection()
-        except self._errors as error:
-            raise self._translated(error, None) from error
+        self._pooled = self._checkout()
         return self
 
+    def _checkout(self) -> PoolProxiedConnection:
+        try:
+            pooled = self._engine.raw_connection()
+            if self._reads_in_autocommit:
+                pooled.driver_connection.autocommit = True  # type: ignore[union-attr]
+        except self._errors as error:
+            raise self._translated(error, None) from error
+        # Whether no statement has run on the connection yet in this checkout, and whether
+        # `begin` has been called.
+        self._fresh = True
+        self._in_transaction = False
+        return pooled
+
     def __exit__(self, *exc_info) -> None:
-        self._pooled.close()
+        driver = self._pooled.driver_connection  # None once invalidated
+        try:
+            if self._reads_in_autocommit and driver is not None and driver.autocommit:
+                # The rest of the app (the ORM, migrations) expects transactions.
+                driver.autocommit = False
+        except self._errors as error:
+            self._translated(error, self._pooled)
+        finally:
+            self._pooled.close()
 
     def _translated(
         self, error: DBAPIModule.Error, pooled: PoolProxiedConnection | None
@@ -136,12 +158,28 @@ class Connection:
         return cursor
 
     def _run(self, statement: Statement | str, values: Mapping[str, Any], result: Callable):
-        """Run a statement on a cursor of its own and return `result(cursor)`."""
+        """Run a statement on a cursor of its own and return `result(cursor)`.
+
+        The first statement on a pooled connection that turns out to have died (a server
+        restart) runs again on a new one: nothing of it took effect, since it ran in a
+        transaction that only `commit` ends, or in psycopg's autocommit, which only reads do
+        (every write calls `begin` first). SQLite never disconnects.
+        """
         try:
             with closing(self._cursor(statement, values)) as cursor:
-                return result(cursor)
+                outcome = result(cursor)
         except self._errors as error:
-            raise self._translated(error, self._pooled) from error
+            translated = self._translated(error, self._pooled)
+            if not (self._fresh and translated.connection_invalidated):
+                raise translated from error
+            self._pooled.close()
+            self._pooled = self._checkout()
+            if self._in_transaction:
+                self._leave_autocommit()
+            self._fresh = False
+            return self._run(statement, values, result)
+        self._fresh = False
+        return outcome
 
     def execute(self, statement: Statement | str, values: Mapping[str, Any] = _NO_VALUES) -> int:
         """Run a statement; return how many rows it changed."""
@@ -166,20 +204,30 @@ class Connection:
         return self._run(statement, values, attrgetter("lastrowid"))
 
     def begin(self) -> None:
-        """Start a transaction of several statements that will write.
+        """Start a transaction that will write: every write begins with this.
 
-        SQLite connections run in autocommit (todo.database): a lone statement is its own
-        transaction, and several that must be one need this; it takes SQLite's write lock
-        at once, so that a read in the transaction never has to be upgraded to a write.
-        Other engines start a transaction with the first statement and lock rows as needed.
+        SQLite connections run in autocommit (todo.database), and this takes SQLite's write
+        lock at once, so that a read in the transaction never has to be upgraded to a write.
+        psycopg's leaves autocommit; PostgreSQL and MariaDB then start the transaction with
+        the first statement and lock rows as needed.
         """
         if self.dialect.name == "sqlite":
             self.execute("BEGIN IMMEDIATE")
+        elif self._reads_in_autocommit:
+            self._leave_autocommit()
+
+    def _leave_autocommit(self) -> None:
+        """From here on, statements run in a transaction that `commit` ends."""
+        self._in_transaction = True
+        try:
+            self._pooled.driver_connection.autocommit = False  # type: ignore[union-attr]
+        except self._errors as error:
+            raise self._translated(error, self._pooled) from error
 
     def begin_snapshot(self) -> None:
         """Start a read-only transaction whose reads all see the same moment; `commit` ends it."""
-        # The pool's ping may have begun a transaction; the snapshot must begin one anew.
-        self.commit()
+        if self._reads_in_autocommit:
+            self._leave_autocommit()
         for statement in _SNAPSHOT[self.dialect.name]:
             self.execute(statement)
 

@@ -132,6 +132,7 @@ def _ttl() -> timedelta:
 def purge_expired_keys() -> int:
     """Delete expired keys in a transaction of their own; return how many went."""
     with store.connect() as connection:
+        connection.begin()
         deleted = connection.execute(DELETE_EXPIRED_KEYS, {"cutoff": utcnow() - _ttl()})
         connection.commit()
     return deleted

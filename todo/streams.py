@@ -76,10 +76,10 @@ def _insert_if_missing(table: sa.Table, dialect: str) -> sa.Insert:
     return insert(table).on_conflict_do_nothing()
 
 
-def create_stream(connection: sa.Connection, stream: int) -> None:
+def create_stream(dialect: str, stream: int) -> sa.Insert:
     """Make a stream's counter if it has none, in a transaction that writes nothing else."""
     row = {"stream": stream, "last_seq": 0, "pruned_seq": 0}
-    connection.execute(_insert_if_missing(_STREAMS, connection.dialect.name).values(row))
+    return _insert_if_missing(_STREAMS, dialect).values(row)
 
 
 # A new user's counter, made with the user (no one else can be making it).
@@ -102,8 +102,10 @@ def next_change(connection: Connection, stream: int) -> int:
         # the transaction, so that no lock of its own stops the counter's insert on another
         # connection, make the counter, and go on in a new transaction.
         connection.commit()
-        with db.engine.begin() as separately:
-            create_stream(separately, stream)
+        with Connection(db.engine) as separately:
+            separately.begin()
+            separately.execute(Statement(create_stream(separately.dialect.name, stream)))
+            separately.commit()
         seq = connection.insert(statement, {"stream_key": stream})
     return seq
 
@@ -145,21 +147,26 @@ def ensure_started(again: bool = False) -> None:
     mode = _mode()
     if extensions.get(_STARTED) == mode and not again:
         return
-    with _start_lock, db.engine.begin() as connection:
+    with _start_lock, Connection(db.engine) as connection:
         if extensions.get(_STARTED) == mode and not again:
             return
+        dialect = connection.dialect.name
+        connection.begin()
         # The migration made the row, so workers starting together wait for each other's
         # update here, and only the first one changes it.
         changed = connection.execute(
-            sa.update(SyncState)
-            .where(SyncState.id == STATE_ID, SyncState.mode != mode)
-            .values(mode=mode, generation=SyncState.generation + 1)
-        ).rowcount
+            Statement(
+                sa.update(SyncState)
+                .where(SyncState.id == STATE_ID, SyncState.mode != mode)
+                .values(mode=mode, generation=SyncState.generation + 1)
+            )
+        )
         if not changed:
             # A row deleted since the migration (tables emptied by hand): made again.
             row = {"id": STATE_ID, "mode": mode, "generation": 1, "secret": secrets.token_hex(32)}
-            connection.execute(_insert_if_missing(_STATE, connection.dialect.name).values(row))
-        create_stream(connection, SHARED_STREAM)
+            connection.execute(Statement(_insert_if_missing(_STATE, dialect).values(row)))
+        connection.execute(Statement(create_stream(dialect, SHARED_STREAM)))
+        connection.commit()
     extensions[_STARTED] = mode
 
 
@@ -196,19 +203,24 @@ def prune(days: int | None = None) -> int:
         .where(_TOMBS.c.stream == _STREAMS.c.stream, old)
         .scalar_subquery()
     )
-    with db.engine.begin() as connection:
+    with Connection(db.engine) as connection:
+        connection.begin()
         # Never lowered: a clock that stepped back must not readmit a cursor already refused.
         connection.execute(
-            sa.update(_STREAMS)
-            .where(_STREAMS.c.stream.in_(sa.select(_TOMBS.c.stream).where(old)))
-            .values(
-                pruned_seq=sa.case(
-                    (latest_pruned > _STREAMS.c.pruned_seq, latest_pruned),
-                    else_=_STREAMS.c.pruned_seq,
+            Statement(
+                sa.update(_STREAMS)
+                .where(_STREAMS.c.stream.in_(sa.select(_TOMBS.c.stream).where(old)))
+                .values(
+                    pruned_seq=sa.case(
+                        (latest_pruned > _STREAMS.c.pruned_seq, latest_pruned),
+                        else_=_STREAMS.c.pruned_seq,
+                    )
                 )
             )
         )
-        return connection.execute(sa.delete(_TOMBS).where(old)).rowcount
+        pruned = connection.execute(Statement(sa.delete(_TOMBS).where(old)))
+        connection.commit()
+    return pruned
 
 
 def prune_now_and_then() -> None:
@@ -289,6 +301,6 @@ def _orm_next_change(connection: sa.Connection, stream: int) -> int:
         return result.scalar_one()
     if not result.lastrowid:
         # A list without a counter yet (a user the ORM made): made in this transaction.
-        create_stream(connection, stream)
+        connection.execute(create_stream(connection.dialect.name, stream))
         result = connection.execute(statement, {"stream_key": stream})  # type: ignore[call-overload]
     return result.lastrowid
