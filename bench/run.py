@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py [--quick] [--database sqlite|postgresql|mariadb]
         [--rounds N] [--duration S] [--workloads K,...]
     .venv/bin/python bench/run.py --memory [--quick] [--database ...]
+    .venv/bin/python bench/run.py --baseline REF [--database ...] [--workloads K,...]
 
 See bench/README.md for what the workloads are and how to read the numbers.
 """
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,6 +71,9 @@ TOKEN_APPS = ("service", "token")
 # administrator would; every request they get carries that user's bearer token.
 BEARER_APPS = {"token"}
 TOKEN_USER = "bench"
+# The service against itself at an earlier commit (--baseline), served the same way from a
+# git worktree of that commit, on data seeded by that commit's own code.
+BASELINE_APPS = ("baseline", "service")
 
 
 class Workload(NamedTuple):
@@ -82,6 +87,7 @@ class Workload(NamedTuple):
     # takes over half a second of CPU for each whole list, so 8 of them at once take
     # seconds, and a short round would see none finish.
     least_seconds: int = 0
+    writes: bool = False
 
 
 # Writes come last so that every read sees exactly the seeded 10,000 todos.
@@ -93,8 +99,11 @@ WORKLOADS = [
     Workload("all", "GET all 10,000", "/api/v1/todos", None, False, least_seconds=15),
     Workload("window", "GET ?completed=false&window=7", "/api/v1/todos?completed=false&window=7",
              None, False),
-    Workload("post", "POST", "/api/v1/todos", "post.lua", True),
-    Workload("put", "PUT one of 10,000", "/api/v1/todos", "put.lua", True),
+    Workload("post", "POST", "/api/v1/todos", "post.lua", True, writes=True),
+    Workload("put", "PUT one of 10,000", "/api/v1/todos", "put.lua", True, writes=True),
+    # Only the service has DELETE: it runs against the service's baseline alone.
+    Workload("post_delete", "POST, then DELETE it", "/api/v1/todos", "post_delete.lua", True,
+             BASELINE_APPS, writes=True),
 ]  # fmt: skip
 
 
@@ -111,7 +120,10 @@ class Target(NamedTuple):
         """Return the ratio with ✓ or ✗ for the target."""
         if math.isnan(ratio):
             return "–"
-        return f"{number(ratio)} {'✓' if self.met(ratio) else '✗'}"
+        met = self.met(ratio)
+        # Three digits where two would round a miss onto the target (0.848 to 0.85).
+        text = f"{ratio:.3f}" if not met and number(ratio) == number(self.value) else number(ratio)
+        return f"{text} {'✓' if met else '✗'}"
 
 
 # Issue 13's targets, all ratios within one interleaved run: against what users would pick
@@ -121,8 +133,32 @@ FASTAPI_TARGET = Target(4.0)
 FLOOR_TARGET = Target(0.9)
 CEILING_TARGETS = {"postgresql": {True: Target(0.8), False: Target(1.0)}}
 TAIL_TARGET = Target(5.0, at_most=True)
+
+
+class Comparison(NamedTuple):
+    """Two apps that take turns on the same workloads: `measured`'s req/s over `reference`'s."""
+
+    apps: tuple[str, str]  # (reference, measured), as the workloads name them
+    names: tuple[str, str]  # how the table calls them
+    intro: str
+    target: Target
+    writes_only: bool = False  # the target is for writes; reads are shown, not judged
+
+    def mark(self, ratio, workload):
+        return self.target.mark(ratio) if workload.writes or not self.writes_only else number(ratio)
+
+
 # Issue 12's: AUTH token may cost at most 15 % of GET one's throughput.
-TOKEN_TARGET = Target(0.85)
+TOKEN = Comparison(
+    TOKEN_APPS, ("none", "token"),
+    "The service in AUTH token, each request with a user's bearer token, against AUTH none:",
+    Target(0.85),
+)  # fmt: skip
+# Issue 15's: sync may cost writes at most 15 % of their throughput before it.
+BASELINE = Comparison(
+    BASELINE_APPS, ("baseline", "service"), "The service against itself at {ref}:",
+    Target(0.85), writes_only=True,
+)  # fmt: skip
 
 
 class Sample(NamedTuple):
@@ -132,18 +168,26 @@ class Sample(NamedTuple):
     errors: int
 
 
-def seed(database: Server, count):
-    """Make the database `seed` and fill it with `count` todos, the same way every time."""
-    url = database.create("seed")
+def seed(database: Server, count, name="seed", source=None):
+    """Make the database `name` and fill it with `count` todos, the same way every time.
+
+    The schema is the service's, made by its own code: this checkout's, or `source`'s.
+    """
+    url = database.create(name)
     # The service creates its own schema, so every app reads the table it really uses.
-    env = {**os.environ, "DATABASE_URL": url}
-    code = "from todo import create_app; create_app()"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
+    env = {**os.environ, "DATABASE_URL": url, **importing_from(source)}
+    code = "import todo; todo.create_app(); print(todo.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=source or ROOT, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
     if done.returncode:
         sys.exit(
-            f"The service cannot start from {sys.executable}:\n{done.stderr.decode()[-2000:]}"
+            f"The service cannot start from {sys.executable}:\n{done.stderr[-2000:]}"
             "Install it (pip install -e .) and run this script with that Python."
         )
+    if source is not None and not Path(done.stdout.strip()).is_relative_to(source):
+        raise RuntimeError(f"todo came from {done.stdout.strip()}, not from {source}")
     rng = random.Random(6)
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
@@ -157,11 +201,49 @@ def seed(database: Server, count):
         return (f"Todo {number}", description, completed, deadline, stamp, stamp, 1)
 
     database.insert(
-        "seed",
+        name,
         "INSERT INTO todos (title, description, completed, deadline_at,"
         " created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [row(number) for number in range(1, count + 1)],
     )
+
+
+def importing_from(source):
+    """Return the environment in which Python imports `todo` from the checkout `source`.
+
+    None: the installed package, this checkout. Python puts the working directory before
+    PYTHONPATH for `python -c`, so a process given this must also run in `source`.
+    """
+    if source is None:
+        return {}
+    paths = (str(source), os.environ.get("PYTHONPATH"))
+    return {"PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+
+
+@contextlib.contextmanager
+def worktree(ref, tmp):
+    """Check out `ref` in a git worktree of its own; yield its path, and remove it after."""
+    path = tmp / "baseline"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run(
+        [*git, "add", "--detach", str(path), ref], capture_output=True, text=True, timeout=120,
+        check=True,
+    )  # fmt: skip
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "remove", "--force", str(path)], capture_output=True, timeout=120)
+
+
+def serves_changes(url):
+    """Return whether the server at `url` has sync's GET /api/v1/changes."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/changes?limit=1", timeout=60) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
 
 
 def sign_up(url):
@@ -211,10 +293,11 @@ def serve_command(app, port, workers):
 
 
 @contextlib.contextmanager
-def server(app, database_url, workers, log, settings=None):
+def server(app, database_url, workers, log, settings=None, source=None):
     """Run the production server on core 0 for `app` on the database; yield it, its URL.
 
-    `settings` adds to its environment (TODO_AUTH, say).
+    `settings` adds to its environment (TODO_AUTH, say); `source` is the checkout whose
+    `todo` it imports (None: this one).
     """
     port = free_port()
     # Every Flask and WSGI app runs under the service's production settings, without the
@@ -223,13 +306,13 @@ def server(app, database_url, workers, log, settings=None):
         **os.environ, "DATABASE_URL": database_url,
         "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers),
         "GRANIAN_LOG_ACCESS_ENABLED": "false", "GRANIAN_WORKERS_KILL_TIMEOUT": "5",
-        **(settings or {}),
+        **importing_from(source), **(settings or {}),
     }  # fmt: skip
     command = ["taskset", "-c", "0", *serve_command(app, port, workers)]
     with log.open("ab") as out:
         # A session of its own, so that stopping it stops every worker too.
         proc = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            command, env=env, cwd=source or ROOT, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -308,31 +391,41 @@ def load(url, workload, duration, token=None):
     return Sample(float(rps[1]), milliseconds(latency["50"]), milliseconds(latency["99"]), errors)
 
 
-def throughput(database, tmp, apps, workloads, rounds, duration):
+def throughput(database, tmp, apps, workloads, rounds, duration, baseline=None):
     """Run each workload on each of its apps in turn, round after round; return the samples.
 
     All the servers the workloads need are up at once, each on its own copy of the seeded
     data, and a workload's apps take turns, in an order that alternates every round. Each
     sample of one app then has one of every other app taken seconds away, and a machine
     whose speed drifts over minutes (another tenant, heat) shifts them all alike.
+
+    `baseline` is the checkout the app "baseline" runs from, on data seeded by its own code.
     """
-    seed(database, TODOS)
     needed = [name for name in apps if any(name in w.apps for w in workloads)]
+    seed(database, TODOS)
+    if "baseline" in needed:
+        seed(database, TODOS, "seed_baseline", baseline)
     samples = {(name, w.key): [] for w in workloads for name in w.apps}
     tokens, logs = {}, {}
     with contextlib.ExitStack() as servers:
         urls = {}
         for name in needed:
-            database_url = database.copy("seed", name)
+            source = baseline if name == "baseline" else None
+            database_url = database.copy("seed_baseline" if source else "seed", name)
             settings = None
             if name in BEARER_APPS:
                 tokens[name] = sign_up(database_url)
                 settings = {"TODO_AUTH": "token"}
             logs[name] = tmp / f"{name}.log"
             _, urls[name] = servers.enter_context(
-                server(apps[name], database_url, 2, logs[name], settings)
+                server(apps[name], database_url, 2, logs[name], settings, source)
             )
             warm(urls[name], tokens.get(name))
+        if baseline is not None:
+            # Which code each server runs, as far as the API shows it (sync came in 966dfbf).
+            found = {name: serves_changes(url) for name, url in urls.items()}
+            print(f"GET /api/v1/changes answers: {found} (baseline from {baseline})",
+                  file=sys.stderr)  # fmt: skip
         for workload in workloads:
             for index in range(rounds):
                 order = workload.apps if index % 2 == 0 else workload.apps[::-1]
@@ -365,8 +458,11 @@ def number(value):
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def report(samples, workloads, rounds, duration, database, version):
-    """Print the medians over rounds as markdown tables; return whether any request failed."""
+def report(samples, workloads, rounds, duration, database, version, baseline_ref=None):
+    """Print the medians over rounds as markdown tables; return whether any request failed.
+
+    `baseline_ref` names the commit the app "baseline" runs, if any.
+    """
     print(
         f"\n{version}: {rounds} round(s) × {duration} s per workload{longer(workloads, duration)};"
         f" wrk -t2 -c{CONNECTIONS}"
@@ -403,22 +499,10 @@ def report(samples, workloads, rounds, duration, database, version):
             f" | {number(service.p50)} / {number(service.p99)}"
             f" | {TAIL_TARGET.mark(spread) if workload.single else number(spread)} |"
         )
-    if bearers := [w for w in workloads if w.apps == TOKEN_APPS]:
-        print("\nThe service in AUTH token, each request with a user's bearer token, against"
-              " AUTH none:\n")  # fmt: skip
-        print(
-            f"| workload | AUTH none req/s | AUTH token req/s | token/none ≥ {TOKEN_TARGET.value:g}"
-            " | none p50/p99 ms | token p50/p99 ms |"
-        )
-        print("|---|--:|--:|--:|--:|--:|")
-    for workload in bearers:
-        none, token = (results[name, workload.key] for name in TOKEN_APPS)
-        print(
-            f"| {workload.name} | {none.rps:.0f} | {token.rps:.0f}"
-            f" | {TOKEN_TARGET.mark(ratio(samples, 'token', 'service', workload))}"
-            f" | {number(none.p50)} / {number(none.p99)}"
-            f" | {number(token.p50)} / {number(token.p99)} |"
-        )
+    for comparison in (TOKEN, BASELINE):
+        chosen = [w for w in workloads if w.apps == comparison.apps]
+        if chosen:
+            compare(comparison, chosen, samples, results, baseline_ref)
     for workload in workloads:
         for name in workload.apps:
             result = results[name, workload.key]
@@ -434,6 +518,29 @@ def report(samples, workloads, rounds, duration, database, version):
     return failed
 
 
+def compare(comparison, workloads, samples, results, baseline_ref):
+    """Print the table of one comparison's workloads: each app's req/s and latency, the ratio."""
+    (reference, measured), (reference_name, measured_name) = comparison.apps, comparison.names
+    where = " on writes" if comparison.writes_only else ""
+    print(f"\n{comparison.intro.format(ref=baseline_ref)}\n")
+    print(
+        f"| workload | {reference_name} req/s | {measured_name} req/s"
+        f" | {measured_name}/{reference_name} ≥ {comparison.target.value:g}{where}"
+        " | rounds' range"
+        f" | {reference_name} p50/p99 ms | {measured_name} p50/p99 ms |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for workload in workloads:
+        before, after = (results[name, workload.key] for name in comparison.apps)
+        ratios = round_ratios(samples[measured, workload.key], samples[reference, workload.key])
+        print(
+            f"| {workload.name} | {before.rps:.0f} | {after.rps:.0f}"
+            f" | {comparison.mark(median(ratios), workload)} | {ratio_range(ratios)}"
+            f" | {number(before.p50)} / {number(before.p99)}"
+            f" | {number(after.p50)} / {number(after.p99)} |"
+        )
+
+
 def longer(workloads, duration):
     """Name the workloads whose rounds last longer than `duration`, if any."""
     stretched = [w for w in workloads if w.least_seconds > duration]
@@ -442,8 +549,19 @@ def longer(workloads, duration):
 
 def ratio(samples, name, reference, workload):
     """Return the median over rounds of one app's req/s over another's in the same round."""
-    pairs = zip(samples[name, workload.key], samples[reference, workload.key], strict=True)
-    return median([mine.rps / theirs.rps if theirs.rps else math.nan for mine, theirs in pairs])
+    return median(round_ratios(samples[name, workload.key], samples[reference, workload.key]))
+
+
+def round_ratios(mine, theirs):
+    """Return each round's req/s of one sample over the other's (NaN where it had none)."""
+    pairs = zip(mine, theirs, strict=True)
+    return [one.rps / other.rps if other.rps else math.nan for one, other in pairs]
+
+
+def ratio_range(ratios):
+    """Return the lowest and highest of the rounds' ratios as text: how noisy the run was."""
+    measured = [value for value in ratios if not math.isnan(value)]
+    return f"{number(min(measured))}–{number(max(measured))}" if len(measured) > 1 else "–"
 
 
 def status_kb(pid, field):
@@ -490,19 +608,28 @@ def memory(database, tmp, apps, count):
         )
 
 
-def choose(keys, service):
+def choose(keys, service, baseline):
     """Return the workloads named by --workloads, in the harness's order (default: all).
 
     AUTH none against token compares the service with itself, so those workloads need it.
+    With a baseline, every workload compares the service with the baseline instead, in AUTH
+    none; those that only the service can serve (DELETE) need one.
     """
     known = [w.key for w in WORKLOADS]
     if unknown := [key for key in keys or () if key not in known]:
         sys.exit(f"Unknown workload {', '.join(unknown)}: choose from {', '.join(known)}")
     chosen = [w for w in WORKLOADS if keys is None or w.key in keys]
-    if service != SERVICE:
+    if not baseline:
+        if keys is not None and any(w.apps == BASELINE_APPS for w in chosen):
+            sys.exit("post_delete measures the service against its baseline: add --baseline REF")
+        chosen = [w for w in chosen if w.apps != BASELINE_APPS]
+    if service != SERVICE or baseline:
+        option = f"--service {service}" if service != SERVICE else f"--baseline {baseline}"
         if keys is not None and any(w.apps == TOKEN_APPS for w in chosen):
-            sys.exit(f"Token workloads measure the service in AUTH token: drop --service {service}")
+            sys.exit(f"Token workloads measure the service in AUTH token: drop {option}")
         chosen = [w for w in chosen if w.apps != TOKEN_APPS]
+    if baseline:
+        chosen = [w._replace(apps=BASELINE_APPS) for w in chosen]
     if not chosen:
         sys.exit("No workload to run.")
     return chosen
@@ -521,11 +648,11 @@ def passes(args):
     return [("sqlite", None, True), ("postgresql", single, IN_CI)]
 
 
-def measure(kind, tmp, apps, workloads, args, required):
+def measure(kind, tmp, apps, workloads, args, required, baseline=None):
     """Run the benchmark on one kind of database; return whether any request failed.
 
     A database server that does not answer stops the run when `required`; otherwise that
-    database is skipped with a note.
+    database is skipped with a note. `baseline` is the checkout of --baseline.
     """
     database = server_for(kind, tmp, POSTGRES_URL, MYSQL_URL)
     try:
@@ -546,10 +673,10 @@ def measure(kind, tmp, apps, workloads, args, required):
             measured = {name: apps[name] for name in ("service", "ceiling")}
             memory(database, tmp, measured, TODOS if args.quick else MEMORY_TODOS)
             return False
-        samples = throughput(database, tmp, apps, workloads, rounds, duration)
+        samples = throughput(database, tmp, apps, workloads, rounds, duration, baseline)
     finally:
         database.drop_all()
-    return report(samples, workloads, rounds, duration, database, version)
+    return report(samples, workloads, rounds, duration, database, version, args.baseline)
 
 
 def main():
@@ -574,8 +701,15 @@ def main():
         "--workloads", type=lambda text: text.split(","),
         help=f"only these, comma-separated: {','.join(w.key for w in WORKLOADS)} (default: all)",
     )  # fmt: skip
+    parser.add_argument(
+        "--baseline", metavar="REF",
+        help="measure the service against itself at this git commit (a worktree of it) instead"
+        " of against the other apps",
+    )  # fmt: skip
     args = parser.parse_args()
-    workloads = choose(args.workloads, args.service)
+    if args.baseline and (args.memory or args.service != SERVICE):
+        sys.exit("--baseline measures the service's throughput: drop --memory and --service")
+    workloads = choose(args.workloads, args.service, args.baseline)
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: run `apt-get install -y {package}`")
@@ -583,19 +717,25 @@ def main():
         sys.exit(f"No `todo` beside {sys.executable}: run this with the project's venv Python.")
     # Turn a plain kill into an exception, so that the servers are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
-    # The token app is always the service itself: AUTH token is the service's own.
+    # The token app and the baseline are always the service itself, the baseline as it was.
     apps = {
         "service": args.service, "fastapi": FASTAPI, "floor": FLOOR, "ceiling": CEILING,
-        "token": SERVICE,
+        "token": SERVICE, "baseline": SERVICE,
     }  # fmt: skip
     failed = False
-    with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="todo-bench-") as tmp, contextlib.ExitStack() as stack:
+        baseline = None
+        if args.baseline:
+            try:
+                baseline = stack.enter_context(worktree(args.baseline, Path(tmp)))
+            except subprocess.CalledProcessError as error:
+                sys.exit(f"Cannot check out {args.baseline}: {error.stderr.strip()}")
         for kind, keys, required in passes(args):
             chosen = workloads if keys is None else [w for w in workloads if w.key in keys]
             if not chosen:
                 continue
             try:
-                failed |= measure(kind, Path(tmp), apps, chosen, args, required)
+                failed |= measure(kind, Path(tmp), apps, chosen, args, required, baseline)
             except (RuntimeError, subprocess.SubprocessError) as error:
                 sys.exit(f"Benchmark failed on {kind}: {error}")
     return 1 if failed else 0
