@@ -557,10 +557,11 @@ def todos_json_stream(batches: Iterable[Sequence[Sequence[Any]]]) -> Iterator[by
 
 def changes_json(changes: Iterable[tuple[str, Any]], cursor: str, more: bool) -> bytes:
     """Write sync's answer as the JSON of ChangesOut: ("upsert", row) or ("delete", id)."""
+    changes = list(changes)
+    # Every upsert's row read in one call, as a page's are.
+    todos = iter(_read_rows([item for op, item in changes if op == "upsert"]))
     entries = [
-        {"op": "upsert", "todo": _read_rows((item,))[0]}
-        if op == "upsert"
-        else {"op": "delete", "id": item}
+        {"op": "upsert", "todo": next(todos)} if op == "upsert" else {"op": "delete", "id": item}
         for op, item in changes
     ]
     return orjson.dumps(
