@@ -156,7 +156,7 @@ def create_user(username: str, password: str) -> dict[str, Any]:
             connection.begin()
             user_id = connection.insert(INSERT_USER, values)
             # The user's list's change counter (todo.streams), made before any write needs it.
-            connection.execute(streams.INSERT_STREAM, {"stream": user_id})
+            connection.execute(streams.create_stream(connection.dialect.name), {"stream": user_id})
             connection.commit()
     except IntegrityError:
         raise Conflict(f"The username {username!r} is taken.") from None

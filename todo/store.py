@@ -289,7 +289,7 @@ def _change(connection: Connection, user: int | None) -> dict[str, int]:
 def insert(connection: Connection, fields: dict[str, Any], owner: Owner) -> StoredTodo:
     """Insert a new todo of this owner in the connection's transaction, without committing.
 
-    The transaction must have begun (`Connection.begin`) and written nothing yet.
+    The transaction must have begun (`Connection.begin`).
     """
     user = owner_id(owner)
     change = _change(connection, user)

@@ -50,7 +50,7 @@ def _next_change(dialect: str) -> Statement:
     comes back through LAST_INSERT_ID(expr), which the driver reports as the last row id (0:
     no such counter).
     """
-    table = SyncStream.__table__
+    table = _STREAMS
     if dialect == "mysql":
         return Statement(
             sa.update(table)
@@ -76,16 +76,12 @@ def _insert_if_missing(table: sa.Table, dialect: str) -> sa.Insert:
     return insert(table).on_conflict_do_nothing()
 
 
-def create_stream(dialect: str, stream: int) -> sa.Insert:
-    """Make a stream's counter if it has none, in a transaction that writes nothing else."""
-    row = {"stream": stream, "last_seq": 0, "pruned_seq": 0}
-    return _insert_if_missing(_STREAMS, dialect).values(row)
-
-
-# A new user's counter, made with the user (no one else can be making it).
-INSERT_STREAM = Statement(
-    sa.insert(SyncStream).values(stream=bindparam("stream"), last_seq=0, pruned_seq=0)
-)
+@cache
+def create_stream(dialect: str) -> Statement:
+    """Make the counter of the list `stream` if it has none: with a new user, or at the
+    first write of a list that has none yet."""
+    row = {"stream": bindparam("stream"), "last_seq": 0, "pruned_seq": 0}
+    return Statement(_insert_if_missing(_STREAMS, dialect).values(row))
 
 
 def next_change(connection: Connection, stream: int) -> int:
@@ -104,7 +100,7 @@ def next_change(connection: Connection, stream: int) -> int:
         connection.commit()
         with Connection(db.engine) as separately:
             separately.begin()
-            separately.execute(Statement(create_stream(separately.dialect.name, stream)))
+            separately.execute(create_stream(separately.dialect.name), {"stream": stream})
             separately.commit()
         seq = connection.insert(statement, {"stream_key": stream})
     return seq
@@ -165,7 +161,7 @@ def ensure_started(again: bool = False) -> None:
             # A row deleted since the migration (tables emptied by hand): made again.
             row = {"id": STATE_ID, "mode": mode, "generation": 1, "secret": secrets.token_hex(32)}
             connection.execute(Statement(_insert_if_missing(_STATE, dialect).values(row)))
-        connection.execute(Statement(create_stream(dialect, SHARED_STREAM)))
+        connection.execute(create_stream(dialect), {"stream": SHARED_STREAM})
         connection.commit()
     extensions[_STARTED] = mode
 
@@ -301,6 +297,6 @@ def _orm_next_change(connection: sa.Connection, stream: int) -> int:
         return result.scalar_one()
     if not result.lastrowid:
         # A list without a counter yet (a user the ORM made): made in this transaction.
-        connection.execute(create_stream(connection.dialect.name, stream))
+        connection.execute(create_stream(connection.dialect.name).statement, {"stream": stream})  # type: ignore[call-overload]
         result = connection.execute(statement, {"stream_key": stream})  # type: ignore[call-overload]
     return result.lastrowid

@@ -24,9 +24,8 @@ from todo import store, streams
 from todo.driver import Connection, Statement
 from todo.models.sync import SyncState, SyncStream, Tombstone
 from todo.models.todo import Todo
+from todo.schemas import CURSOR_MAX_LENGTH
 
-# The contract's bound on a cursor's length.
-CURSOR_MAX_LENGTH = 200
 # Bytes of HMAC-SHA256 a cursor carries: forging one takes 2**128 tries.
 _SIGNATURE_BYTES = 16
 _POSITION = re.compile(rb"(\d{1,10})\.(\d{1,19})\.(\d{1,19})\.(\d{0,19})")
