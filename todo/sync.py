@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -21,7 +22,8 @@ from sqlalchemy import bindparam
 from werkzeug.exceptions import BadRequest, Gone
 
 from todo import store, streams
-from todo.driver import Connection, Statement
+from todo.driver import Statement
+from todo.models import db
 from todo.models.sync import SyncState, SyncStream, Tombstone
 from todo.models.todo import Todo
 from todo.schemas import CURSOR_MAX_LENGTH
@@ -35,50 +37,83 @@ _STATE = SyncState.__table__
 _STREAMS = SyncStream.__table__
 _TOMBS = Tombstone.__table__
 _TODOS = Todo.__table__
-_SEQ = [column.key for column in _TODOS.columns].index("change_seq")
+# An answer is read in one statement, a row for each todo (or deletion), in the todos'
+# columns, then the op, then the state: the state's row comes first and is ordered as 0,
+# ahead of every change and todo; the others have NULLs for the state, and a deletion has
+# NULLs but for the todo's id and the change's stream and number.
+_ROW_KEYS = store.ROW_KEYS
+_ID = _ROW_KEYS.index("id")
+_SEQ = _ROW_KEYS.index("change_seq")
+_OP = len(_ROW_KEYS)
+_STATE_COLUMNS = (_STATE.c.generation, _STATE.c.secret, _STREAMS.c.last_seq, _STREAMS.c.pruned_seq)
+_NO_STATE = tuple(sa.null() for _ in _STATE_COLUMNS)
+# The largest number a cursor can hold that the database can compare (BIGINT).
+_LARGEST = 2**63 - 1
 
 
-class _Reads(NamedTuple):
-    state: Statement
-    changed_todos: dict[store.Scope, Statement]
-    tombstones: Statement
-    snapshot_page: dict[store.Scope, Statement]
+def _state_first(order: str) -> sa.Select:
+    """The state's row: the secret and generation that cursors are checked against, and the
+    list's counter; `order`, the column the answer is ordered by, is 0."""
+    # Named as the todos' columns, which name the answer's.
+    todo = ((sa.literal_column("0") if key == order else sa.null()).label(key) for key in _ROW_KEYS)
+    return (
+        sa.select(*todo, sa.literal_column("'state'").label("op"), *_STATE_COLUMNS)
+        .select_from(
+            _STATE.outerjoin(
+                _STREAMS, _STREAMS.c.stream == bindparam("stream", type_=sa.BigInteger)
+            )
+        )
+        .where(_STATE.c.id == streams.STATE_ID)
+    )
+
+
+def _answer(order: str, parts: list[sa.Select], dialect: str) -> Statement:
+    """The state's row, then the parts' first rows in order of `order`: `limit` of them,
+    `rows` in all.
+
+    One statement sees one moment of the database on every engine, so the counter and the
+    rows agree with each other without a transaction.
+    """
+    if dialect == "mysql":
+        # PostgreSQL and SQLite merge the parts in order, each read by an index, and stop at
+        # the limit; MariaDB would read every row of each part first, so each is bounded.
+        parts = [
+            part.order_by(part.selected_columns[_ROW_KEYS.index(order)]).limit(bindparam("limit"))
+            for part in parts
+        ]
+    union = sa.union_all(_state_first(order), *parts)
+    ordered = union.order_by(union.selected_columns[order])
+    return Statement(ordered.limit(bindparam("rows")))
 
 
 @cache
-def _reads() -> _Reads:
-    """Build the statements of GET /changes, once (todo.store builds its own first)."""
-    scopes: tuple[store.Scope, ...] = ("shared", "user")
-    changed_todos = (
-        sa.select(*store.ROW_COLUMNS)
+def _changes(scope: store.Scope, dialect: str) -> Statement:
+    """Every change after `since`: the todos' latest and the tombstones."""
+    changed = store.owned(
+        sa.select(*store.ROW_COLUMNS, sa.literal_column("'upsert'"), *_NO_STATE)
         .where(_TODOS.c.change_stream == bindparam("stream"))
-        .where(_TODOS.c.change_seq > bindparam("since"))
-        .order_by(_TODOS.c.change_seq)
-        .limit(bindparam("limit"))
+        .where(_TODOS.c.change_seq > bindparam("since")),
+        scope,
     )
-    snapshot_page = {"completed": False, "window": False, "after": True, "limit": True}
-    return _Reads(
-        # What a cursor is checked against: the generation and secret, and the counter.
-        state=Statement(
-            sa.select(
-                _STATE.c.generation, _STATE.c.secret, _STREAMS.c.last_seq, _STREAMS.c.pruned_seq
-            )
-            .select_from(
-                _STATE.outerjoin(
-                    _STREAMS, _STREAMS.c.stream == bindparam("stream", type_=sa.BigInteger)
-                )
-            )
-            .where(_STATE.c.id == streams.STATE_ID)
-        ),  # fmt: skip
-        changed_todos={scope: Statement(store.owned(changed_todos, scope)) for scope in scopes},
-        tombstones=Statement(
-            sa.select(_TOMBS.c.seq, _TOMBS.c.todo_id)
-            .where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq > bindparam("since"))
-            .order_by(_TOMBS.c.seq)
-            .limit(bindparam("limit"))
+    as_todo = {"id": _TOMBS.c.todo_id, "change_stream": _TOMBS.c.stream, "change_seq": _TOMBS.c.seq}
+    buried = sa.select(
+        *(as_todo.get(key, sa.null()) for key in _ROW_KEYS),
+        sa.literal_column("'delete'"),
+        *_NO_STATE,
+    ).where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq > bindparam("since"))
+    return _answer("change_seq", [changed, buried], dialect)
+
+
+@cache
+def _snapshot_page(scope: store.Scope, dialect: str) -> Statement:
+    """The list by id after `after`, as the first sync takes it."""
+    todos = store.owned(
+        sa.select(*store.ROW_COLUMNS, sa.literal_column("'upsert'"), *_NO_STATE).where(
+            _TODOS.c.id > bindparam("after")
         ),
-        snapshot_page={scope: store.select_todos(scope=scope, **snapshot_page) for scope in scopes},
+        scope,
     )
+    return _answer("id", [todos], dialect)
 
 
 class Position(NamedTuple):
@@ -113,8 +148,22 @@ def _encoded(signed: bytes) -> str:
     return base64.urlsafe_b64encode(signed).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, secret: str) -> Position:
-    """Read a cursor: 400 if it cannot be read, 410 if this database did not sign it."""
+class _Cursor(NamedTuple):
+    """A cursor as read, before its signature is checked."""
+
+    position: Position
+    payload: bytes
+    signature: bytes
+
+    def check(self, secret: str) -> Position:
+        """Return the position if this database signed it; otherwise 410."""
+        if not hmac.compare_digest(self.signature, _signature(secret, self.payload)):
+            raise _gone("The cursor was not issued for this list by this server.")
+        return self.position
+
+
+def read_cursor(cursor: str) -> _Cursor:
+    """Read a cursor (400 if it cannot be read); its signature is checked against the secret."""
     try:
         if len(cursor) > CURSOR_MAX_LENGTH or not cursor.isascii():
             raise ValueError
@@ -127,10 +176,9 @@ def decode_cursor(cursor: str, secret: str) -> Position:
     # character, and a cursor with them changed was not issued by anyone.
     if fields is None or _encoded(signed) != cursor:
         raise _unreadable()
-    if not hmac.compare_digest(signature, _signature(secret, payload)):
-        raise _gone("The cursor was not issued for this list by this server.")
     generation, stream, seq, after = fields.groups()
-    return Position(int(generation), int(stream), int(seq), int(after) if after else None)
+    position = Position(int(generation), int(stream), int(seq), int(after) if after else None)
+    return _Cursor(position, payload, signature)
 
 
 def _unreadable() -> BadRequest:
@@ -142,79 +190,90 @@ def _gone(why: str) -> Gone:
 
 
 def changes(owner: "store.Owner", since: str | None, limit: int) -> Changes:
-    """Return the owner's changes after the cursor `since` (from nothing without one)."""
+    """Return the owner's changes after the cursor `since` (from nothing without one).
+
+    One statement reads the state and the changes (or the snapshot's page) after the
+    position the cursor names; the cursor is checked against what it read before any of
+    it is answered, so an answer to a cursor that fails is never sent.
+    """
     user = store.owner_id(owner)
     stream = streams.stream_for(user)
-    scope = store.scope_of(user)
     streams.ensure_started()
-    with store.connect() as connection:
-        # One snapshot for the state and every read, so that they agree with each other.
-        connection.begin_snapshot()
-        state = connection.first(_reads().state, {"stream": stream})
-        if state is None:
-            # The state row went while the service ran (tables emptied by hand): made anew,
-            # with a new secret, so every cursor of before is a 410.
-            connection.commit()
-            streams.ensure_started(again=True)
-            connection.begin_snapshot()
-            state = connection.first(_reads().state, {"stream": stream})
-            assert state is not None, "ensure_started makes the row"
-        generation, secret, last_seq, pruned_seq = state
-        last_seq, pruned_seq = last_seq or 0, pruned_seq or 0
-        if since:
-            position = decode_cursor(since, secret)
-            if position.generation != generation or position.stream != stream:
-                raise _gone("The cursor is not for this list as it is now.")
-            if position.seq > last_seq:
-                raise _gone("The cursor is ahead of this list.")
-            if position.seq < pruned_seq:
-                raise _gone("Deletions after this cursor are no longer remembered.")
-        else:
-            position = Position(generation, stream, last_seq, after=0)
-        values = {"stream": stream, "owner": user, "limit": limit + 1}
-        if position.after is not None:
-            found, following = _snapshot_page(connection, position, scope, values, limit)
-        else:
-            found, following = _changes_since(connection, position, scope, values, limit, last_seq)
-        connection.commit()
+    cursor = read_cursor(since) if since else None
+    # Until it is checked, the position only bounds the read: kept to what the columns hold.
+    asked = cursor.position if cursor else Position(0, stream, 0, after=0)
+    values = {
+        "stream": stream,
+        "owner": user,
+        "limit": limit + 1,
+        "rows": limit + 2,
+        "since": min(asked.seq, _LARGEST),
+        "after": None if asked.after is None else min(asked.after, store.MAX_ID),
+    }
+    scope, dialect = store.scope_of(user), db.engine.dialect.name
+    if asked.after is None:
+        rows = _read(_changes(scope, dialect), values)
+    else:
+        rows = _read(_snapshot_page(scope, dialect), values)
+    state, rows = rows[0], rows[1:]
+    generation, secret, last_seq, pruned_seq = state[_OP + 1 :]
+    last_seq, pruned_seq = last_seq or 0, pruned_seq or 0
+    if cursor is None:
+        position = Position(generation, stream, last_seq, after=0)
+    else:
+        position = cursor.check(secret)
+        if position.generation != generation or position.stream != stream:
+            raise _gone("The cursor is not for this list as it is now.")
+        if position.seq > last_seq:
+            raise _gone("The cursor is ahead of this list.")
+        if position.seq < pruned_seq:
+            raise _gone("Deletions after this cursor are no longer remembered.")
+    if position.after is not None:
+        found, following = _first_snapshot(rows, position, limit)
+    else:
+        found, following = _changes_since(rows, position, limit, last_seq)
     streams.prune_now_and_then()
     more = following.after is not None or following.seq < last_seq
     return Changes(found, encode_cursor(following, secret), more)
 
 
-def _snapshot_page(
-    connection: Connection, position: Position, scope: store.Scope, values: dict, limit: int
+def _read(statement: Statement, values: dict[str, Any]) -> Sequence[tuple]:
+    """Run one of the answer's statements; return its rows, the state's first."""
+    with store.connect() as connection:
+        rows = connection.all(statement, values)
+    if not rows:
+        # The state row went while the service ran (tables emptied by hand): made anew,
+        # with a new secret, so every cursor of before is a 410.
+        streams.ensure_started(again=True)
+        with store.connect() as connection:
+            rows = connection.all(statement, values)
+        assert rows, "ensure_started makes the state row"
+    return rows
+
+
+def _first_snapshot(
+    rows: Sequence[tuple], position: Position, limit: int
 ) -> tuple[list[tuple[str, Any]], Position]:
     """Return a page of the first snapshot, in id order, and the position after it."""
-    rows = connection.all(_reads().snapshot_page[scope], values | {"after": position.after})
-    found = [("upsert", row) for row in rows[:limit]]
+    found = [("upsert", row[:_OP]) for row in rows[:limit]]
     if len(rows) > limit:
-        return found, position._replace(after=rows[limit - 1][0])
+        return found, position._replace(after=rows[limit - 1][_ID])
     # The snapshot is complete; what changed since it began comes next.
     return found, position._replace(after=None)
 
 
 def _changes_since(
-    connection: Connection,
-    position: Position,
-    scope: store.Scope,
-    values: dict,
-    limit: int,
-    last_seq: int,
+    rows: Sequence[tuple], position: Position, limit: int, last_seq: int
 ) -> tuple[list[tuple[str, Any]], Position]:
     """Return the first changes after the position, in order, and the position after them.
 
     A todo's row holds only its latest change, so each todo comes at most once.
     """
-    values |= {"since": position.seq}
-    todos = connection.all(_reads().changed_todos[scope], values)
-    tombstones = connection.all(_reads().tombstones, values)
-    merged = sorted(
-        [(row[_SEQ], "upsert", row) for row in todos]
-        + [(seq, "delete", todo_id) for seq, todo_id in tombstones]
-    )
-    found = [(op, item) for _, op, item in merged[:limit]]
-    if len(merged) > limit:
-        return found, position._replace(seq=merged[limit - 1][0])
+    found = [
+        ("upsert", row[:_OP]) if row[_OP] == "upsert" else ("delete", row[_ID])
+        for row in rows[:limit]
+    ]
+    if len(rows) > limit:
+        return found, position._replace(seq=rows[limit - 1][_SEQ])
     # Every change up to the counter is in this answer, or was superseded by one that is.
     return found, position._replace(seq=last_seq)
