@@ -155,7 +155,7 @@ def create_user(username: str, password: str) -> dict[str, Any]:
         with store.connect() as connection:
             connection.begin()
             user_id = connection.insert(INSERT_USER, values)
-            # The user's list's change counter (todo.streams), made before any write needs it.
+            # The user's list's change counter (todo.streams), made before a sync numbers it.
             connection.execute(streams.create_stream(connection.dialect.name), {"stream": user_id})
             connection.commit()
     except IntegrityError:

@@ -148,16 +148,24 @@ class Connection:
             None, None, error, self._errors, connection_invalidated=broken, dialect=self.dialect
         )
 
-    def _cursor(self, statement: Statement | str, values: Mapping[str, Any]):
+    def _cursor(self, statement: Statement | str, values: Mapping[str, Any], many: list | None):
         cursor = self._pooled.cursor()
         if isinstance(statement, str):
             cursor.execute(statement)
+        elif many is not None:
+            cursor.executemany(statement.compiled(self.dialect).sql, many)
         else:
             compiled = statement.compiled(self.dialect)
             cursor.execute(compiled.sql, compiled.parameters(values))
         return cursor
 
-    def _run(self, statement: Statement | str, values: Mapping[str, Any], result: Callable):
+    def _run(
+        self,
+        statement: Statement | str,
+        values: Mapping[str, Any],
+        result: Callable,
+        many: list | None = None,
+    ):
         """Run a statement on a cursor of its own and return `result(cursor)`.
 
         The first statement on a pooled connection that turns out to have died (a server
@@ -166,7 +174,7 @@ class Connection:
         (every write calls `begin` first). SQLite never disconnects.
         """
         try:
-            with closing(self._cursor(statement, values)) as cursor:
+            with closing(self._cursor(statement, values, many)) as cursor:
                 outcome = result(cursor)
         except self._errors as error:
             translated = self._translated(error, self._pooled)
@@ -177,13 +185,21 @@ class Connection:
             if self._in_transaction:
                 self._leave_autocommit()
             self._fresh = False
-            return self._run(statement, values, result)
+            return self._run(statement, values, result, many)
         self._fresh = False
         return outcome
 
     def execute(self, statement: Statement | str, values: Mapping[str, Any] = _NO_VALUES) -> int:
         """Run a statement; return how many rows it changed."""
         return self._run(statement, values, attrgetter("rowcount"))
+
+    def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run a statement once for each row of values (nothing for none)."""
+        if not rows:
+            return
+        compiled = statement.compiled(self.dialect)
+        parameters = [compiled.parameters(values) for values in rows]
+        self._run(statement, {}, lambda cursor: None, many=parameters)
 
     def first(self, statement: Statement, values: Mapping[str, Any] = _NO_VALUES) -> tuple | None:
         """Run a query; return its first row as the driver's tuple, or None."""
@@ -203,16 +219,18 @@ class Connection:
             return self._run(statement, values, methodcaller("fetchone"))[0]
         return self._run(statement, values, attrgetter("lastrowid"))
 
-    def begin(self) -> None:
+    def begin(self, lone: bool = False) -> None:
         """Start a transaction that will write: every write begins with this.
 
         SQLite connections run in autocommit (todo.database), and this takes SQLite's write
-        lock at once, so that a read in the transaction never has to be upgraded to a write.
+        lock at once, so that a read in the transaction never has to be upgraded to a write;
+        a `lone` statement, the write's only one, is a transaction of its own there.
         psycopg's leaves autocommit; PostgreSQL and MariaDB then start the transaction with
         the first statement and lock rows as needed.
         """
         if self.dialect.name == "sqlite":
-            self.execute("BEGIN IMMEDIATE")
+            if not lone:
+                self.execute("BEGIN IMMEDIATE")
         elif self._reads_in_autocommit:
             self._leave_autocommit()
 

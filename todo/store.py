@@ -279,20 +279,13 @@ def get(todo_id: int, owner: Owner) -> StoredTodo:
     return todo
 
 
-def _change(connection: Connection, user: int | None) -> dict[str, int]:
-    """Take the next change number of the user's list (todo.streams): first in a write's
-    transaction, which it orders among the list's writes."""
-    stream = streams.stream_for(user)
-    return {"change_stream": stream, "change_seq": streams.next_change(connection, stream)}
-
-
 def insert(connection: Connection, fields: dict[str, Any], owner: Owner) -> StoredTodo:
     """Insert a new todo of this owner in the connection's transaction, without committing.
 
-    The transaction must have begun (`Connection.begin`).
+    The transaction must have begun (`Connection.begin`). The todo is a pending change of
+    its owner's list (todo.streams).
     """
     user = owner_id(owner)
-    change = _change(connection, user)
     now = naive_utc(utcnow())
     # Naive UTC, as the driver returns stored timestamps, so that the encoders write them alike.
     values = fields | {
@@ -301,7 +294,7 @@ def insert(connection: Connection, fields: dict[str, Any], owner: Owner) -> Stor
         "updated_at": now,
         "version": 1,
         "owner_id": user,
-        **change,
+        **streams.pending_change(user),
     }
     return StoredTodo.from_values(values | {"id": connection.insert(INSERT_TODO, values)})
 
@@ -310,7 +303,7 @@ def create(fields: dict[str, Any], owner: Owner) -> StoredTodo:
     """Store a new todo of this owner."""
     streams.ensure_started()
     with connect() as connection:
-        connection.begin()
+        connection.begin(lone=True)
         todo = insert(connection, fields, owner)
         connection.commit()
     return todo
@@ -327,10 +320,11 @@ def update(
     streams.ensure_started()
     with connect() as connection:
         if changes and can_exist(todo_id) and preconditions.can_pass:
-            # The owner's id, the token looked up once: the change is numbered in their list.
+            # The owner's id, the token looked up once: the change is one of their list's.
             user = owner_id(owner)
-            connection.begin()
-            changes = changes | _change(connection, user)
+            one_statement = preconditions.fit_one_statement and connection.dialect.update_returning
+            connection.begin(lone=one_statement)
+            changes = changes | streams.pending_change(user)
             if preconditions.fit_one_statement:
                 todo = _update_where(connection, todo_id, user, changes, preconditions)
             else:
@@ -446,8 +440,6 @@ def delete(todo_id: int, owner: Owner, preconditions: Preconditions) -> StoredTo
     user = owner_id(owner)
     with connect() as connection:
         connection.begin()
-        # Numbered first, as every write of the list is (todo.streams); undone if nothing goes.
-        seq = streams.next_change(connection, streams.stream_for(user))
         # Locked from the read to the delete, the todo cannot change in between however
         # many clients update it, so the answer is exactly what was deleted.
         todo = _find_locked(connection, todo_id, user, preconditions)
@@ -455,7 +447,7 @@ def delete(todo_id: int, owner: Owner, preconditions: Preconditions) -> StoredTo
             return None
         values = {"todo_id": todo_id, "owner": user, "version": todo.version}
         connection.execute(delete_todo(scope_of(user)), values)
-        streams.bury(connection, streams.stream_for(user), todo_id, seq)
+        streams.bury(connection, streams.stream_for(user), todo_id)
         connection.commit()
     return todo
 

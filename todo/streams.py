@@ -1,12 +1,15 @@
 """Each list's changes, numbered: the counters, the tombstones and the sync state.
 
 A list is a stream: the shared list (stream 0) in AUTH none, a user's own (their id) in
-AUTH token. Every write to a list takes the stream's next change number in its own
-transaction, from a counter row it holds locked until it commits, and stamps it on the todo
-(or, for a deletion, on a tombstone). So a list's writes commit in the order of their
-numbers, whatever the engine, worker or thread: once a reader sees number n, it sees every
-number before it. The API's writes (todo.store) and the ORM's (the listeners below) both
-number theirs; GET /changes (todo.sync) reads them.
+AUTH token. A write marks the todo it changes as a pending change of its list (or, for a
+deletion, leaves a pending tombstone) and takes no lock beyond its own rows. Numbers are
+given later, by `number_pending`, which GET /changes runs when a list has pending changes:
+holding the list's counter row, it numbers every pending change that has committed, in one
+transaction. So a number is only ever given to a committed change, and all of a batch's
+numbers become visible at once, above every number before them: once a reader sees number
+n, it sees every number before it, and a change committed after a reader's call gets a
+number above any cursor that reader holds. The API's writes (todo.store) and the ORM's (the
+listeners below) mark theirs alike; GET /changes (todo.sync) numbers and reads them.
 """
 
 import secrets
@@ -33,39 +36,12 @@ PRUNE_INTERVAL_SECONDS = 60
 _STATE = SyncState.__table__
 _STREAMS = SyncStream.__table__
 _TOMBS = Tombstone.__table__
+_TODOS = Todo.__table__
 
 
 def stream_for(user_id: int | None) -> int:
     """Return the stream of a write by this user (None: the shared list of AUTH none)."""
     return SHARED_STREAM if user_id is None else user_id
-
-
-@cache
-def _next_change(dialect: str) -> Statement:
-    """Take a stream's next change number.
-
-    PostgreSQL and SQLite create the counter with the first number if need be, and hand the
-    number back with RETURNING. MariaDB can do neither safely: concurrent upserts of a new
-    row deadlock there, so its counters are made beforehand (`create_stream`), and the number
-    comes back through LAST_INSERT_ID(expr), which the driver reports as the last row id (0:
-    no such counter).
-    """
-    table = _STREAMS
-    if dialect == "mysql":
-        return Statement(
-            sa.update(table)
-            .where(table.c.stream == bindparam("stream_key"))
-            .values(last_seq=sa.func.last_insert_id(table.c.last_seq + 1))
-        )
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    upsert = (
-        insert(table)
-        .values(stream=bindparam("stream_key"), last_seq=1, pruned_seq=0)
-        .on_conflict_do_update(
-            index_elements=[table.c.stream], set_={"last_seq": table.c.last_seq + 1}
-        )
-    )
-    return Statement(upsert.returning(table.c.last_seq))
 
 
 def _insert_if_missing(table: sa.Table, dialect: str) -> sa.Insert:
@@ -79,47 +55,145 @@ def _insert_if_missing(table: sa.Table, dialect: str) -> sa.Insert:
 @cache
 def create_stream(dialect: str) -> Statement:
     """Make the counter of the list `stream` if it has none: with a new user, or at the
-    first write of a list that has none yet."""
+    first numbering of a list that has none yet."""
     row = {"stream": bindparam("stream"), "last_seq": 0, "pruned_seq": 0}
     return Statement(_insert_if_missing(_STREAMS, dialect).values(row))
 
 
-def next_change(connection: Connection, stream: int) -> int:
-    """Take the stream's next change number in the connection's transaction.
+# --- Marking: what every write does ---------------------------------------------------------
 
-    The counter stays locked until the transaction ends, so the write commits before any
-    later number is taken. Take it before the write's own statements: on MariaDB, for a list
-    whose counter is not made yet, what the transaction did so far is committed first.
-    """
-    statement = _next_change(connection.dialect.name)
-    seq = connection.insert(statement, {"stream_key": stream})
-    if not seq:
-        # MariaDB, on a list whose counter is not made yet (a user from before sync): end
-        # the transaction, so that no lock of its own stops the counter's insert on another
-        # connection, make the counter, and go on in a new transaction.
-        connection.commit()
-        with Connection(db.engine) as separately:
-            separately.begin()
-            separately.execute(create_stream(separately.dialect.name), {"stream": stream})
-            separately.commit()
-        seq = connection.insert(statement, {"stream_key": stream})
-    return seq
+# The number of a todo's change that is not numbered yet. A tombstone's is minus the todo's
+# id, one per todo and list (numbers proper are positive; 0 is a todo's that no change of
+# the API or the ORM made: imported or seeded).
+PENDING = -1
 
 
-INSERT_TOMBSTONE = Statement(
-    sa.insert(Tombstone).values(
-        stream=bindparam("stream"),
-        seq=bindparam("seq"),
-        todo_id=bindparam("todo_id"),
-        deleted_at=bindparam("deleted_at"),
-    )
+def pending_change(user_id: int | None) -> dict[str, int]:
+    """Return the columns that mark a write of this user's list as a pending change."""
+    return {"change_stream": stream_for(user_id), "change_seq": PENDING}
+
+
+@cache
+def _insert_pending_tombstone(dialect: str) -> Statement:
+    row = {
+        "stream": bindparam("stream"),
+        "seq": -bindparam("todo_id", type_=sa.BigInteger),
+        "todo_id": bindparam("todo_id"),
+        "deleted_at": bindparam("deleted_at"),
+    }
+    # A todo that left a list twice before the list was numbered (the ORM can move todos
+    # between owners) needs one tombstone there.
+    return Statement(_insert_if_missing(_TOMBS, dialect).values(row))
+
+
+def bury(connection: Connection, stream: int, todo_id: int) -> None:
+    """Remember a deleted todo in its stream, as a pending change."""
+    values = {"stream": stream, "todo_id": todo_id, "deleted_at": naive_utc(utcnow())}
+    connection.execute(_insert_pending_tombstone(connection.dialect.name), values)
+
+
+# --- Numbering: what GET /changes does first when a list has pending changes ----------------
+
+# Whether the list `stream` has pending changes, for a query to ask beside its own work.
+HAS_PENDING = sa.or_(
+    sa.exists().where(
+        _TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == PENDING
+    ),
+    sa.exists().where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < 0),
 )
 
 
-def bury(connection: Connection, stream: int, todo_id: int, seq: int) -> None:
-    """Remember a deleted todo in its stream, under the change number its deletion took."""
-    values = {"stream": stream, "seq": seq, "todo_id": todo_id, "deleted_at": utcnow()}
-    connection.execute(INSERT_TOMBSTONE, values)
+_COUNTER = Statement(
+    sa.select(_STREAMS.c.last_seq).where(_STREAMS.c.stream == bindparam("stream")).with_for_update()
+)
+_PENDING_TODOS = Statement(
+    sa.select(_TODOS.c.id)
+    .where(_TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == PENDING)
+    .order_by(_TODOS.c.id)
+)
+# Each pending tombstone, and whether it is moot: a todo back in a list it had left (an ORM
+# owner change) is there, and its own change says what it is now.
+_moot_by = _TODOS.alias("moot_by")
+_PENDING_TOMBSTONES = Statement(
+    sa.select(_TOMBS.c.seq, _moot_by.c.id.is_not(None))
+    .select_from(
+        _TOMBS.outerjoin(
+            _moot_by,
+            sa.and_(_moot_by.c.id == _TOMBS.c.todo_id, _moot_by.c.change_stream == _TOMBS.c.stream),
+        )
+    )
+    .where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < 0)
+    .order_by(_TOMBS.c.seq.desc())
+)
+_DROP_TOMBSTONE = Statement(
+    sa.delete(_TOMBS).where(
+        _TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq == bindparam("pending")
+    )
+)
+_NUMBER_TOMBSTONE = Statement(
+    sa.update(_TOMBS)
+    .where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq == bindparam("pending"))
+    .values(seq=bindparam("number"))
+)
+_NUMBER_TODO = Statement(
+    sa.update(_TODOS)
+    .where(_TODOS.c.id == bindparam("todo_id"), _TODOS.c.change_seq == PENDING)
+    # Numbering does not change the todo: its updated_at stays (the column's own default
+    # would set it to now).
+    .values(change_seq=bindparam("number"), updated_at=_TODOS.c.updated_at)
+)
+_SET_COUNTER = Statement(
+    sa.update(_STREAMS)
+    .where(_STREAMS.c.stream == bindparam("stream"))
+    .values(last_seq=bindparam("last_seq"))
+)
+
+
+def number_pending(stream: int) -> int:
+    """Number the list's pending changes that have committed; return how many there were.
+
+    One transaction holds the list's counter row and numbers the pending rows after the
+    counter: deletions first, then todos by id (so that a todo the ORM moved out of the list
+    and back comes back last). A change still uncommitted is left for the next call, and
+    gets a number above these.
+    """
+    with Connection(db.engine) as connection:
+        connection.begin()
+        counter = connection.first(_COUNTER, {"stream": stream})
+        if counter is None:
+            # A list without a counter yet: made on its own, then numbered.
+            connection.commit()
+            with Connection(db.engine) as separately:
+                separately.begin()
+                separately.execute(create_stream(separately.dialect.name), {"stream": stream})
+                separately.commit()
+            connection.begin()
+            counter = connection.first(_COUNTER, {"stream": stream})
+            assert counter is not None, "the counter was just made"
+        (last,) = counter
+        # Read, then written by primary key, row by row: a write locks its todo by key first
+        # too, so the two never wait for each other in opposite orders. A row that changed
+        # since it was read is still pending (every write marks it) and is numbered; one
+        # deleted since is skipped, its number unused.
+        todos = [todo_id for (todo_id,) in connection.all(_PENDING_TODOS, {"stream": stream})]
+        buried = connection.all(_PENDING_TOMBSTONES, {"stream": stream})
+        moot = [seq for seq, is_moot in buried if is_moot]
+        tombstones = [seq for seq, is_moot in buried if not is_moot]
+        numbers = iter(range(last + 1, last + 1 + len(tombstones) + len(todos)))
+        connection.execute_many(
+            _DROP_TOMBSTONE, [{"stream": stream, "pending": seq} for seq in moot]
+        )
+        connection.execute_many(
+            _NUMBER_TOMBSTONE,
+            [{"stream": stream, "pending": seq, "number": next(numbers)} for seq in tombstones],
+        )
+        connection.execute_many(
+            _NUMBER_TODO, [{"todo_id": todo_id, "number": next(numbers)} for todo_id in todos]
+        )
+        numbered = len(tombstones) + len(todos)
+        connection.execute(_SET_COUNTER, {"stream": stream, "last_seq": last + numbered})
+        connection.commit()
+    return numbered
 
 
 # --- The state: started once per worker, invalidated by bulk changes -------------------------
@@ -182,6 +256,11 @@ FORGET_STREAM = (
 # --- Pruning -----------------------------------------------------------------------------
 
 _last_prune = float("-inf")
+_STREAMS_WITH_OLD_PENDING = Statement(
+    sa.select(_TOMBS.c.stream)
+    .where(_TOMBS.c.seq < 0, _TOMBS.c.deleted_at < bindparam("cutoff"))
+    .distinct()
+)
 _prune_lock = threading.Lock()
 
 
@@ -193,7 +272,13 @@ def prune(days: int | None = None) -> int:
     """
     days = current_app.config["TOMBSTONE_DAYS"] if days is None else days
     cutoff = naive_utc(utcnow() - timedelta(days=days))
-    old = _TOMBS.c.deleted_at < cutoff
+    # A deletion no sync has numbered yet is numbered first, so that a cursor from before
+    # it is refused once it is pruned.
+    with Connection(db.engine) as connection:
+        waiting = connection.all(_STREAMS_WITH_OLD_PENDING, {"cutoff": cutoff})
+    for (stream,) in waiting:
+        number_pending(stream)
+    old = sa.and_(_TOMBS.c.deleted_at < cutoff, _TOMBS.c.seq > 0)
     latest_pruned = (
         sa.select(sa.func.max(_TOMBS.c.seq))
         .where(_TOMBS.c.stream == _STREAMS.c.stream, old)
@@ -260,17 +345,17 @@ def _invalidate_cursors_on_bulk_writes(state) -> None:
 
 
 @event.listens_for(Todo, "before_insert")
-def _stamp_orm_insert(mapper, connection: sa.Connection, todo: Todo) -> None:
+def _mark_orm_insert(mapper, connection: sa.Connection, todo: Todo) -> None:
     todo.change_stream = _orm_stream(todo.owner_id)
-    todo.change_seq = _orm_next_change(connection, todo.change_stream)
+    todo.change_seq = PENDING
 
 
 @event.listens_for(Todo, "before_update")
-def _stamp_orm_update(mapper, connection: sa.Connection, todo: Todo) -> None:
+def _mark_orm_update(mapper, connection: sa.Connection, todo: Todo) -> None:
     # The ORM calls this for every object marked dirty, changed or not.
     session = object_session(todo)
     if session is not None and session.is_modified(todo, include_collections=False):
-        _stamp_orm_insert(mapper, connection, todo)
+        _mark_orm_insert(mapper, connection, todo)
         former_owners: Sequence[int | None] = sa.inspect(todo).attrs.owner_id.history.deleted
         former = _orm_stream(former_owners[0]) if former_owners else todo.change_stream
         if former != todo.change_stream:
@@ -284,19 +369,6 @@ def _bury_orm_deletion(mapper, connection: sa.Connection, todo: Todo) -> None:
 
 
 def _orm_bury(connection: sa.Connection, stream: int, todo_id: int) -> None:
-    seq = _orm_next_change(connection, stream)
-    connection.execute(
-        sa.insert(Tombstone).values(stream=stream, seq=seq, todo_id=todo_id, deleted_at=utcnow())
-    )
-
-
-def _orm_next_change(connection: sa.Connection, stream: int) -> int:
-    statement = _next_change(connection.dialect.name).statement
-    result = connection.execute(statement, {"stream_key": stream})  # type: ignore[call-overload]
-    if connection.dialect.name != "mysql":
-        return result.scalar_one()
-    if not result.lastrowid:
-        # A list without a counter yet (a user the ORM made): made in this transaction.
-        connection.execute(create_stream(connection.dialect.name).statement, {"stream": stream})  # type: ignore[call-overload]
-        result = connection.execute(statement, {"stream_key": stream})  # type: ignore[call-overload]
-    return result.lastrowid
+    statement = _insert_pending_tombstone(connection.dialect.name).statement
+    values = {"stream": stream, "todo_id": todo_id, "deleted_at": naive_utc(utcnow())}
+    connection.execute(statement, values)  # type: ignore[call-overload]

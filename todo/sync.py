@@ -45,7 +45,13 @@ _ROW_KEYS = store.ROW_KEYS
 _ID = _ROW_KEYS.index("id")
 _SEQ = _ROW_KEYS.index("change_seq")
 _OP = len(_ROW_KEYS)
-_STATE_COLUMNS = (_STATE.c.generation, _STATE.c.secret, _STREAMS.c.last_seq, _STREAMS.c.pruned_seq)
+_STATE_COLUMNS = (
+    _STATE.c.generation,
+    _STATE.c.secret,
+    _STREAMS.c.last_seq,
+    _STREAMS.c.pruned_seq,
+    streams.HAS_PENDING.label("pending"),
+)
 _NO_STATE = tuple(sa.null() for _ in _STATE_COLUMNS)
 # The largest number a cursor can hold that the database can compare (BIGINT).
 _LARGEST = 2**63 - 1
@@ -212,11 +218,18 @@ def changes(owner: "store.Owner", since: str | None, limit: int) -> Changes:
     }
     scope, dialect = store.scope_of(user), db.engine.dialect.name
     if asked.after is None:
-        rows = _read(_changes(scope, dialect), values)
+        statement = _changes(scope, dialect)
     else:
-        rows = _read(_snapshot_page(scope, dialect), values)
+        statement = _snapshot_page(scope, dialect)
+    rows = _read(statement, values)
+    # Changes that committed before this call but have no number yet are numbered, then
+    # read with the others; a snapshot's first page takes the counter above them. (Later
+    # pages hold each todo as it is; what changed since the first is numbered above it.)
+    if rows[0][-1] and (asked.after is None or cursor is None):
+        streams.number_pending(stream)
+        rows = _read(statement, values)
     state, rows = rows[0], rows[1:]
-    generation, secret, last_seq, pruned_seq = state[_OP + 1 :]
+    generation, secret, last_seq, pruned_seq, _ = state[_OP + 1 :]
     last_seq, pruned_seq = last_seq or 0, pruned_seq or 0
     if cursor is None:
         position = Position(generation, stream, last_seq, after=0)

@@ -19,8 +19,8 @@ STATE_ID = 1
 class SyncStream(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model class is dynamic
     """One list's change counter: the shared list's (stream 0) or a user's (their id).
 
-    Every write to the list takes the row's next number in its own transaction, so the row's
-    lock orders the list's writes: they commit in the order of their numbers.
+    The list's pending changes are numbered after it in a transaction that holds the row
+    (todo.streams.number_pending), so numbers only ever go to committed changes, in batches.
     """
 
     __tablename__ = "sync_streams"
@@ -33,7 +33,10 @@ class SyncStream(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's 
 
 
 class Tombstone(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model class is dynamic
-    """A deleted todo, remembered for TOMBSTONE_DAYS so that clients learn of the deletion."""
+    """A deleted todo, remembered for TOMBSTONE_DAYS so that clients learn of the deletion.
+
+    Until it is numbered, its `seq` is minus the todo's id.
+    """
 
     __tablename__ = "tombstones"
     __table_args__ = (Index("ix_tombstones_deleted_at", "deleted_at"),)
