@@ -358,11 +358,12 @@ def milliseconds(text):
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
 
 
-def load(url, workload, duration, token=None):
+def load(url, workload, duration, token=None, todos=TODOS):
     """Run wrk on core 1 against one workload and return what it measured.
 
     With a token every request carries it as a bearer token (the scripts read BENCH_TOKEN
-    from the environment, so that no command line or error message shows it).
+    from the environment, so that no command line or error message shows it). The scripts
+    pick ids among the first `todos`.
     """
     command = [
         "taskset", "-c", "1", "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s",
@@ -370,7 +371,7 @@ def load(url, workload, duration, token=None):
     ]  # fmt: skip
     if workload.script:
         command += ["-s", str(BENCH / workload.script)]
-    command += [url + workload.path, "--", str(TODOS)]
+    command += [url + workload.path, "--", str(todos)]
     env = {name: value for name, value in os.environ.items() if name != "BENCH_TOKEN"}
     if token is not None:
         env["BENCH_TOKEN"] = token
