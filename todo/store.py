@@ -159,7 +159,7 @@ def select_todos(
     return Statement(statement)
 
 
-# The columns that number a change for sync (todo.streams); every write sets them.
+# The columns that mark a change for sync (todo.streams); every write sets them.
 CHANGE_COLUMNS = frozenset({"change_stream", "change_seq"})
 
 # The version after `version`: one more, back to 1 after the largest a column can hold, so
