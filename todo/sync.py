@@ -53,6 +53,8 @@ _STATE_COLUMNS = (
     streams.HAS_PENDING.label("pending"),
 )
 _NO_STATE = tuple(sa.null() for _ in _STATE_COLUMNS)
+# In the state's row, the last column: whether the list has changes not numbered yet.
+_PENDING = _OP + len(_STATE_COLUMNS)
 # The largest number a cursor can hold that the database can compare (BIGINT).
 _LARGEST = 2**63 - 1
 
@@ -199,8 +201,9 @@ def changes(owner: "store.Owner", since: str | None, limit: int) -> Changes:
     """Return the owner's changes after the cursor `since` (from nothing without one).
 
     One statement reads the state and the changes (or the snapshot's page) after the
-    position the cursor names; the cursor is checked against what it read before any of
-    it is answered, so an answer to a cursor that fails is never sent.
+    position the cursor names; the cursor is checked against the state it read before
+    anything else is done, so an answer to a cursor that fails is never sent. If changes
+    are pending, they are numbered and the statement runs again.
     """
     user = store.owner_id(owner)
     stream = streams.stream_for(user)
@@ -222,25 +225,16 @@ def changes(owner: "store.Owner", since: str | None, limit: int) -> Changes:
     else:
         statement = _snapshot_page(scope, dialect)
     rows = _read(statement, values)
+    position = _checked(cursor, rows[0], stream)
     # Changes that committed before this call but have no number yet are numbered, then
     # read with the others; a snapshot's first page takes the counter above them. (Later
     # pages hold each todo as it is; what changed since the first is numbered above it.)
-    if rows[0][-1] and (asked.after is None or cursor is None):
+    if rows[0][_PENDING] and (asked.after is None or cursor is None):
         streams.number_pending(stream)
         rows = _read(statement, values)
-    state, rows = rows[0], rows[1:]
-    generation, secret, last_seq, pruned_seq, _ = state[_OP + 1 :]
-    last_seq, pruned_seq = last_seq or 0, pruned_seq or 0
-    if cursor is None:
-        position = Position(generation, stream, last_seq, after=0)
-    else:
-        position = cursor.check(secret)
-        if position.generation != generation or position.stream != stream:
-            raise _gone("The cursor is not for this list as it is now.")
-        if position.seq > last_seq:
-            raise _gone("The cursor is ahead of this list.")
-        if position.seq < pruned_seq:
-            raise _gone("Deletions after this cursor are no longer remembered.")
+        position = _checked(cursor, rows[0], stream)
+    _, secret, last_seq, _, _ = _state(rows[0])
+    rows = rows[1:]
     if position.after is not None:
         found, following = _first_snapshot(rows, position, limit)
     else:
@@ -248,6 +242,28 @@ def changes(owner: "store.Owner", since: str | None, limit: int) -> Changes:
     streams.prune_now_and_then()
     more = following.after is not None or following.seq < last_seq
     return Changes(found, encode_cursor(following, secret), more)
+
+
+def _state(row: tuple) -> tuple[int, str, int, int, bool]:
+    """Read the state's row: generation, secret, counter, latest pruned, changes pending."""
+    generation, secret, last_seq, pruned_seq, pending = row[_OP + 1 :]
+    return generation, secret, last_seq or 0, pruned_seq or 0, bool(pending)
+
+
+def _checked(cursor: _Cursor | None, state_row: tuple, stream: int) -> Position:
+    """Return where the answer starts: the cursor's position if it holds for the list as
+    the state's row has it (410 otherwise), or the start of a first sync."""
+    generation, secret, last_seq, pruned_seq, _ = _state(state_row)
+    if cursor is None:
+        return Position(generation, stream, last_seq, after=0)
+    position = cursor.check(secret)
+    if position.generation != generation or position.stream != stream:
+        raise _gone("The cursor is not for this list as it is now.")
+    if position.seq > last_seq:
+        raise _gone("The cursor is ahead of this list.")
+    if position.seq < pruned_seq:
+        raise _gone("Deletions after this cursor are no longer remembered.")
+    return position
 
 
 def _read(statement: Statement, values: dict[str, Any]) -> Sequence[tuple]:
