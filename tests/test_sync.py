@@ -10,6 +10,8 @@ import base64
 import os
 import string
 import tempfile
+import threading
+import time
 import unittest
 from contextlib import ExitStack
 from datetime import timedelta
@@ -888,6 +890,13 @@ LOCK_WAIT = {
     "postgresql": "SET lock_timeout = '200ms'",
     "mysql": "SET SESSION innodb_lock_wait_timeout = 1",
 }
+# How many transactions wait for a lock right now, as the server tells.
+LOCK_WAITERS = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+    "mysql": "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'",
+}
+# How long a test waits for a lock wait to show, at most.
+LOCK_WAIT_SHOWS = 10
 
 
 @across_databases
@@ -941,3 +950,54 @@ class TestWritersOfOneList(AppTestCase):
         self.assertEqual(change["todo"], created.get_json())
         fetched = self.client.get(f"{TODOS}/{created.get_json()['id']}")
         self.assertEqual(fetched.headers["ETag"], created.headers["ETag"])
+
+    def test_a_delete_and_a_numbering_of_its_list_at_once_both_finish(self):
+        todo_id = self.client.post(TODOS, json={"title": "going"}).get_json()["id"]
+        with self.app.app_context(), ExitStack() as connections:
+            deleting = self.writer(connections)
+            deleting.begin()
+            # The delete's first step: its todo, locked by key.
+            store._find(deleting, todo_id, None, lock=True)
+            if db.engine.dialect.name == "sqlite":
+                # SQLite has one write lock for the whole database: the numbering waits.
+                with self.assertRaises(OperationalError):
+                    streams.number_pending(streams.SHARED_STREAM)
+                return
+            numbering = NumberingThread(self.app)
+            numbering.start()
+            self.wait_for_a_lock_wait(connections)
+            # The rest of the delete, while the numbering waits for the todo: nothing of it
+            # waits for the numbering (it would give up within a second here).
+            deleting.execute(store.delete_todo("shared"), {"todo_id": todo_id, "version": 1})
+            streams.bury(deleting, streams.SHARED_STREAM, todo_id)
+            deleting.commit()
+            numbering.join(LOCK_WAIT_SHOWS)
+            self.assertFalse(numbering.is_alive())
+            self.assertIsNone(numbering.error)
+            # The deletion, committed after the numbering read, is numbered next time.
+            self.assertEqual(streams.number_pending(streams.SHARED_STREAM), 1)
+
+    def wait_for_a_lock_wait(self, connections: ExitStack) -> None:
+        watcher = connections.enter_context(Connection(db.engine))
+        deadline = time.monotonic() + LOCK_WAIT_SHOWS
+        while not watcher.first(LOCK_WAITERS[watcher.dialect.name])[0]:
+            watcher.commit()
+            self.assertLess(time.monotonic(), deadline, "the numbering never waited")
+            # MariaDB refreshes innodb_trx only when it was last read 0.1 s ago or more.
+            time.sleep(0.15)
+
+
+class NumberingThread(threading.Thread):
+    """Numbers the shared list's pending changes in a thread of its own."""
+
+    def __init__(self, app):
+        super().__init__(daemon=True)
+        self.app = app
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.app.app_context():
+                streams.number_pending(streams.SHARED_STREAM)
+        except BaseException as error:  # reported to the test, whatever it is
+            self.error = error
