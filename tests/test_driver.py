@@ -101,6 +101,20 @@ class TestStatement(unittest.TestCase):
                 self.assertEqual(compiled.sql, str(FINISH_UP_TO.statement.compile(dialect=dialect)))
                 self.assertIn(f"<= {placeholders[name]}", compiled.sql)
 
+    def test_a_column_default_computed_in_python_must_be_given_instead(self):
+        # The driver does not run `onupdate=`/`default=` functions, as Core does when it
+        # executes: a statement that leaves one to them is refused before anything runs.
+        stamped = Table(
+            "driver_stamped", MetaData(), Column("id", Integer, primary_key=True),
+            Column("name", String(40)), Column("changed_at", DateTime, onupdate=datetime.now),
+        )  # fmt: skip
+        rename = Statement(update(stamped).values(name=bindparam("name")))
+        for name, dialect in self.dialects.items():
+            with self.subTest(dialect=name), self.assertRaisesRegex(ValueError, "changed_at"):
+                rename.compiled(dialect)
+        given = Statement(update(stamped).values(name=bindparam("name"), changed_at=None))
+        self.assertIn("changed_at", given.compiled(self.dialects["sqlite"]).sql)
+
     def test_values_are_bound_in_the_drivers_style_with_the_constants(self):
         values = {"name": "x", "after": 5}
         sqlite = SEARCH.compiled(self.dialects["sqlite"])

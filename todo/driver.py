@@ -76,6 +76,11 @@ class Statement:
         compiled = self.statement.compile(dialect=dialect)
         # Statements compile to SQL; their bind names and order are the compiler's own.
         assert isinstance(compiled, SQLCompiler)
+        # Core computes a column's Python-side default (`default=`/`onupdate=` a function) as
+        # it executes; this driver does not, and would send NULL in its place.
+        computed = [column.key for column in (*compiled.insert_prefetch, *compiled.update_prefetch)]
+        if computed:
+            raise ValueError(f"Give the statement a value for {', '.join(computed)}.")
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
         names = (compiled.positiontup or []) if dialect.positional else list(by_name)
         binds = tuple(

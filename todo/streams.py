@@ -138,8 +138,8 @@ _NUMBER_TOMBSTONE = Statement(
 _NUMBER_TODO = Statement(
     sa.update(_TODOS)
     .where(_TODOS.c.id == bindparam("todo_id"), _TODOS.c.change_seq == PENDING)
-    # Numbering does not change the todo: its updated_at stays (the column's own default
-    # would set it to now).
+    # Numbering does not change the todo: its updated_at stays as it is (the column's
+    # `onupdate` would make it now).
     .values(change_seq=bindparam("number"), updated_at=_TODOS.c.updated_at)
 )
 _SET_COUNTER = Statement(
