@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cache
+from itertools import count
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
@@ -179,7 +180,7 @@ def number_pending(stream: int) -> int:
         buried = connection.all(_PENDING_TOMBSTONES, {"stream": stream})
         moot = [seq for seq, is_moot in buried if is_moot]
         tombstones = [seq for seq, is_moot in buried if not is_moot]
-        numbers = iter(range(last + 1, last + 1 + len(tombstones) + len(todos)))
+        numbers = count(last + 1)
         connection.execute_many(
             _DROP_TOMBSTONE, [{"stream": stream, "pending": seq} for seq in moot]
         )
