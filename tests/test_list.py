@@ -2,9 +2,13 @@
 
 import re
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
+from sqlalchemy import insert
+
 from tests.base import AppTestCase, across_databases
+from todo import lists
 from todo.models import db
 from todo.models.todo import Todo
 
@@ -270,6 +274,103 @@ class TestCombinedFilters(ListTestCase):
             self.titles("completed=true&limit=2&after=2"), ["far done", "no deadline done"]
         )
         self.assertEqual(self.titles("window=1&completed=false&limit=1&after=1"), ["soon open"])
+
+
+@across_databases
+class TestFewOrManyMatches(ListTestCase):
+    """A filtered list reads through an index when few todos match, and walks by id when many
+    do (todo.lists): the list is the same either way, paged or whole."""
+
+    # Filters that an index serves: open todos (by deadline), and a window alone.
+    INDEXED = (
+        "completed=false&window=2",
+        "completed=false",
+        "completed=false&window=0",
+        "window=1",
+    )
+
+    def setUp(self) -> None:
+        super().setUp()
+        now = datetime.now(UTC).replace(microsecond=0)
+        # Todo n is open when n is odd and, unless n is a multiple of 3, due n % 10 - 5 days
+        # from now: every filter matches some todos, spread over the ids.
+        rows = [
+            {
+                "title": f"todo {number}",
+                "completed": number % 2 == 0,
+                "deadline_at": now + timedelta(days=number % 10 - 5) if number % 3 else None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for number in range(1, 121)
+        ]
+        with self.app.app_context():
+            db.session.execute(insert(Todo), rows)
+            db.session.commit()
+        self.numbers = {todo["id"]: int(todo["title"].split()[1]) for todo in self.get_list().json}
+
+    def expected(self, query: str) -> list[int]:
+        """Return the ids that match a query, by the rule the todos were made with."""
+        parameters = {name: values[0] for name, values in parse_qs(query).items()}
+
+        def matches(number: int) -> bool:
+            if "completed" in parameters and (number % 2 == 0) != (
+                parameters["completed"] == "true"
+            ):
+                return False
+            if "window" in parameters:
+                return bool(number % 3) and number % 10 - 5 <= int(parameters["window"])
+            return True
+
+        after = int(parameters.get("after", 0))
+        return [
+            todo_id
+            for todo_id, number in self.numbers.items()
+            if todo_id > after and matches(number)
+        ]
+
+    def read(self, query: str, count_factor: int, follow=True) -> tuple[list[int], set[bool]]:
+        """Return the ids listed for a query (following its pages), and how they were read."""
+        with (
+            mock.patch.object(lists, "COUNT_FACTOR", count_factor),
+            mock.patch.object(lists, "select_todos", wraps=lists.select_todos) as select,
+        ):
+            ids, url = [], f"{TODOS}?{query}"
+            while url is not None:
+                response = self.get_list(url.partition("?")[2])
+                ids += [todo["id"] for todo in response.get_json()]
+                url = self.next_link(response) if follow else None
+        return ids, {call.kwargs["through_index"] for call in select.call_args_list}
+
+    def test_a_filtered_list_is_the_same_read_through_the_index_or_walked(self):
+        for query in self.INDEXED:
+            for shape in ("", "&limit=3", "&limit=3&after=50"):
+                expected = self.expected(query + shape)
+                self.assertTrue(expected)
+                for count_factor, through_index in ((0, False), (10**6, True)):
+                    with self.subTest(query=query + shape, through_index=through_index):
+                        ids, ways = self.read(query + shape, count_factor)
+                        self.assertEqual(ids, expected)
+                        self.assertEqual(ways, {through_index})
+
+    def test_completed_todos_are_always_walked_to(self):
+        for query in ("completed=true", "completed=true&window=1", "completed=true&limit=3"):
+            with self.subTest(query=query):
+                ids, ways = self.read(query, 10**6)
+                self.assertEqual(ids, self.expected(query))
+                self.assertEqual(ways, {False})
+
+    def test_the_index_serves_up_to_ten_times_a_pages_todos(self):
+        matching = len(self.expected("completed=false"))
+        self.assertEqual(matching, 60)
+        # A page of 5 is read as 6 todos (one more tells whether a next page follows). Later
+        # pages count only the matches after them.
+        for limit, through_index in ((5, True), (4, False)):
+            with self.subTest(limit=limit):
+                query = f"completed=false&limit={limit}"
+                ids, ways = self.read(query, lists.COUNT_FACTOR, follow=False)
+                self.assertEqual(ids, self.expected("completed=false")[:limit])
+                self.assertEqual(ways, {through_index})
 
 
 class TestBadValues(ListTestCase):

@@ -15,7 +15,7 @@ from tests.base import DatabaseTestCase, across_databases
 from todo import accounts, create_app
 from todo.database import TUTORIAL_REVISION, alembic_config, current_revision, head_revision
 from todo.idempotency import fingerprint
-from todo.models import db, utcnow
+from todo.models import created_on, db, utcnow
 from todo.schemas import TodoCreate
 
 
@@ -44,6 +44,11 @@ class TestMigrations(DatabaseTestCase):
     def migrate(self, revision: str) -> None:
         with self.engine.begin() as connection:
             command.upgrade(alembic_config(connection), revision)
+
+    @staticmethod
+    def comparing(connection) -> dict:
+        """Return the options of Alembic's comparison, as the migrations' environment sets them."""
+        return {"compare_type": True, "include_object": created_on(connection.dialect.name)}
 
     def insert_tutorial_rows(self) -> None:
         with self.engine.begin() as connection:
@@ -88,7 +93,7 @@ class TestMigrations(DatabaseTestCase):
     def test_migrations_build_exactly_the_models_schema(self):
         self.migrate("head")
         with self.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts=self.comparing(connection))
             self.assertEqual(compare_metadata(context, db.metadata), [])
 
     def test_first_migration_upgrades_to_the_latest_with_rows_intact(self):
@@ -161,7 +166,7 @@ class TestMigrations(DatabaseTestCase):
         self.start_app()
         with self.engine.connect() as connection:
             self.assertEqual(current_revision(connection), head_revision())
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts=self.comparing(connection))
             self.assertEqual(compare_metadata(context, db.metadata), [])
 
     def test_downgrade_to_the_first_migration_keeps_the_rows(self):

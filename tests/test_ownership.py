@@ -6,6 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.accounts import AccountsTestCase
 from tests.base import across_databases, bearer
+from todo import lists
 from todo.driver import Connection
 from todo.models import db
 from todo.models.todo import Todo
@@ -106,6 +107,17 @@ class TestOwnership(AccountsTestCase):
             user = ("alice", "bob")[number % 2]
             deadline = (soon, later, None)[number % 3]
             owned[user].append(self.create(user, completed=number % 4 < 2, deadline_at=deadline))
+        # A filter is read through the users' index or walked, depending on how many todos
+        # match (todo.lists); lists stream two todos a query, so that streams span batches.
+        for count_factor in (0, 10**6):
+            with (
+                mock.patch.object(lists, "COUNT_FACTOR", count_factor),
+                mock.patch.object(lists, "STREAM_BATCH", 2),
+            ):
+                self.check_lists_of(owned, later)
+
+    def check_lists_of(self, owned: dict[str, list[dict]], later: str) -> None:
+        """Assert that each user's lists, filtered and paged, show only that user's todos."""
         for user, todos in owned.items():
             mine = [todo["id"] for todo in todos]
             done = [todo["id"] for todo in todos if todo["completed"]]
@@ -117,6 +129,7 @@ class TestOwnership(AccountsTestCase):
                 ("?completed=true", done),
                 ("?completed=false", [i for i in mine if i not in done]),
                 ("?window=7", due),
+                ("?completed=false&window=7", [i for i in due if i not in done]),
             ):
                 with self.subTest(user=user, query=query):
                     self.assertEqual(self.ids(user, query), expected)

@@ -1,15 +1,16 @@
 """Long lists are streamed in pages read as they are sent, and still form one exact list."""
 
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 from sqlalchemy import insert
 
 from tests.base import AppTestCase, across_databases
-from todo import store
+from todo import lists
 from todo.models import db
 from todo.models.todo import Todo
 
-COUNT = store.STREAM_BATCH * 2 + 7
+COUNT = lists.STREAM_BATCH * 2 + 7
 
 
 @across_databases
@@ -41,14 +42,25 @@ class TestStreamedList(AppTestCase):
         self.assertEqual(todos[-1]["title"], f"todo {COUNT}")
 
     def test_filters_hold_on_every_page(self):
-        todos = self.client.get("/api/v1/todos?completed=true&window=3").get_json()
-        expected = [
-            number
-            for number in range(1, COUNT + 1)
-            if number % 3 == 0 and number % 2 and number % 20 - 5 <= 3
-        ]
-        self.assertEqual([todo["id"] for todo in todos], expected)
-        self.assertTrue(all(todo["completed"] for todo in todos))
+        for completed in (True, False):
+            expected = [
+                number
+                for number in range(1, COUNT + 1)
+                if (number % 3 == 0) == completed and number % 2 and number % 20 - 5 <= 3
+            ]
+            query = f"/api/v1/todos?completed={str(completed).lower()}&window=3"
+            # Open todos are read through their index or walked to (todo.lists): one list,
+            # in batches of 100 here, so that each way spans batches.
+            for count_factor in (0, 10**6):
+                with (
+                    self.subTest(query=query, count_factor=count_factor),
+                    mock.patch.object(lists, "COUNT_FACTOR", count_factor),
+                    mock.patch.object(lists, "STREAM_BATCH", 100),
+                ):
+                    todos = self.client.get(query).get_json()
+                    self.assertEqual([todo["id"] for todo in todos], expected)
+                    self.assertEqual({todo["completed"] for todo in todos}, {completed})
+                    self.assertGreater(len(todos), 100)
 
     def test_paging_through_limit_and_after_matches_the_whole_list(self):
         whole = self.client.get("/api/v1/todos").get_json()

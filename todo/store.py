@@ -4,15 +4,15 @@ Each write is one transaction, committed here. The row's shape is derived from t
 so a column added there (and in a migration) is read and written by every statement below.
 """
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy import Engine, bindparam
+from sqlalchemy import bindparam
 from werkzeug.exceptions import NotFound
 
 from todo import streams
@@ -21,7 +21,6 @@ from todo.errors import StalePrecondition
 from todo.models import UTCDateTime, db, naive_utc, utcnow
 from todo.models.todo import MAX_ID, MAX_VERSION, Todo
 from todo.models.user import Token, live_token
-from todo.schemas import TodoListQuery
 
 # Every column of the table, in the model's order: the driver's tuples have this shape.
 ROW_COLUMNS = tuple(Todo.__table__.columns)
@@ -92,7 +91,7 @@ def owned(statement: Any, scope: Scope) -> Any:
     return statement if condition is None else statement.where(condition)
 
 
-def _owner_values(owner: Owner) -> dict[str, Any]:
+def owner_values(owner: Owner) -> dict[str, Any]:
     if isinstance(owner, Bearer):
         return {"digest": owner.digest}
     return {"owner": owner}
@@ -103,7 +102,7 @@ def owner_id(owner: Owner) -> int | None:
     return owner.confirm() if isinstance(owner, Bearer) else owner
 
 
-def _found_nothing(owner: Owner) -> None:
+def found_nothing(owner: Owner) -> None:
     # Nothing found may mean a token that names no one: that is a 401, not a missing todo.
     if isinstance(owner, Bearer):
         owner.confirm()
@@ -134,29 +133,6 @@ INSERT_TODO = Statement(
     .values({column.key: bindparam(column.key) for column in ROW_COLUMNS if not column.primary_key})
     .return_defaults(Todo.id)
 )
-
-
-@cache
-def select_todos(
-    *, scope: Scope, completed: bool, window: bool, after: bool, limit: bool
-) -> Statement:
-    """Select the todos matching the filters that are given, ordered by id.
-
-    Takes the owner's parameters, `completed`, `horizon` (latest deadline), `after` and
-    `limit`.
-    """
-    statement = owned(sa.select(*ROW_COLUMNS).order_by(Todo.id), scope)
-    if completed:
-        statement = statement.where(Todo.completed == bindparam("completed"))
-    if window:
-        statement = statement.where(
-            Todo.deadline_at.is_not(None), Todo.deadline_at <= bindparam("horizon")
-        )
-    if after:
-        statement = statement.where(Todo.id > bindparam("after"))
-    if limit:
-        statement = statement.limit(bindparam("limit"))
-    return Statement(statement)
 
 
 # The columns that mark a change for sync (todo.streams); every write sets them.
@@ -240,15 +216,6 @@ def can_exist(todo_id: int) -> bool:
     return 1 <= todo_id <= MAX_ID
 
 
-def window_horizon(days: int) -> datetime:
-    """Return the latest deadline within a window of days from now."""
-    return utcnow() + timedelta(days=days)
-
-
-# Rows per query while streaming a long list: bounds memory, whatever the list's length.
-STREAM_BATCH = 1000
-
-
 def connect() -> Connection:
     """Return the database connection for one transaction, to use in a `with` block."""
     return Connection(db.engine)
@@ -261,12 +228,12 @@ def _find(
         return None
     # SQLite ignores FOR UPDATE; its transactions take the write lock up front instead.
     statement = select_todo(scope_of(owner), lock)
-    row = connection.first(statement, {"todo_id": todo_id, **_owner_values(owner)})
+    row = connection.first(statement, {"todo_id": todo_id, **owner_values(owner)})
     return None if row is None else StoredTodo(row)
 
 
 def _not_found(todo_id: int, owner: Owner) -> NotFound:
-    _found_nothing(owner)
+    found_nothing(owner)
     return NotFound(f"There is no todo with id {todo_id}." if todo_id >= 0 else None)
 
 
@@ -365,7 +332,7 @@ def _update_where(
     values = {
         **changes,
         "todo_id": todo_id,
-        **_owner_values(owner),
+        **owner_values(owner),
         "now": utcnow(),
         "version": version,
         "since": since,
@@ -391,7 +358,7 @@ def _update_locked(
     values = {
         **changes,
         "todo_id": todo_id,
-        **_owner_values(owner),
+        **owner_values(owner),
         "now": utcnow(),
         "version": todo.version,
     }
@@ -450,70 +417,3 @@ def delete(todo_id: int, owner: Owner, preconditions: Preconditions) -> StoredTo
         streams.bury(connection, streams.stream_for(user), todo_id)
         connection.commit()
     return todo
-
-
-def _list_parameters(query: TodoListQuery, owner: Owner) -> dict[str, Any]:
-    return {
-        "scope": scope_of(owner),
-        **_owner_values(owner),
-        "completed": query.completed,
-        "horizon": None if query.window is None else window_horizon(query.window),
-        "after": None if query.after is None else min(max(query.after, 0), MAX_ID),
-        "limit": query.limit,
-    }
-
-
-def _execute_list(connection: Connection, parameters: dict[str, Any]) -> Sequence[tuple]:
-    statement = select_todos(
-        scope=parameters["scope"],
-        completed=parameters["completed"] is not None,
-        window=parameters["horizon"] is not None,
-        after=parameters["after"] is not None,
-        limit=parameters["limit"] is not None,
-    )
-    return connection.all(statement, parameters)
-
-
-def page(query: TodoListQuery, owner: Owner) -> tuple[Sequence[tuple], int | None]:
-    """Return one page of the owner's todos, and the id to continue after if more follow."""
-    limit = query.limit
-    assert limit is not None, "a page is what a limit asks for; without one, stream()"
-    parameters = _list_parameters(query, owner) | {"limit": limit + 1}
-    with connect() as connection:
-        rows = _execute_list(connection, parameters)
-    if not rows:
-        _found_nothing(owner)
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1][0]
-    return rows, None
-
-
-def stream(query: TodoListQuery, owner: Owner) -> Iterator[Sequence[tuple]]:
-    """Yield every matching todo of the owner in batches, read by id in pages of STREAM_BATCH.
-
-    Paging by id keeps memory flat on every engine without server-side cursors. The first
-    batch is read before this returns, so a database error still becomes a proper answer.
-    """
-    parameters = _list_parameters(query, owner) | {"limit": STREAM_BATCH}
-    with connect() as connection:
-        first = _execute_list(connection, parameters)
-    if not first:
-        _found_nothing(owner)
-    elif isinstance(owner, Bearer):
-        # The token was good when the list began: the rest of it is that user's, by id, even
-        # if the token is revoked while the list is being sent.
-        user = StoredTodo(first[0]).owner_id
-        parameters |= {"scope": scope_of(user), "owner": user}
-    return _following_batches(db.engine, first, parameters)
-
-
-def _following_batches(
-    engine: Engine, batch: Sequence[tuple], parameters: dict[str, Any]
-) -> Iterator[Sequence[tuple]]:
-    yield batch
-    # Later batches are read after the view has returned, each one only as the server is
-    # ready to send it, on a connection held just for that query.
-    while len(batch) == STREAM_BATCH:
-        with Connection(engine) as connection:
-            batch = _execute_list(connection, parameters | {"after": batch[-1][0]})
-        yield batch

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from todo import store, streams
+from todo import lists, store, streams
 from todo.errors import InvalidInput
 from todo.models import db, naive_utc, utcnow
 from todo.models.todo import ADVANCE_POSTGRES_ID_SEQUENCE, Todo
@@ -28,8 +28,8 @@ BATCH = 1000
 # one INSERT of many rows). Measured faster here than RETURNING's batches of many rows or
 # a VALUES list of a thousand, whose long SQL psycopg converts anew each time.
 _INSERT = sa.insert(Todo.__table__)
-_EXPORT_PAGE = store.select_todos(
-    scope="shared", completed=False, window=False, after=True, limit=True
+_EXPORT_PAGE = lists.select_todos(
+    lists.Shape(scope="shared", completed=None, window=False, after=True, limit=True)
 )
 
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from todo.models import db
+from todo.models import created_on, db
 
 config = context.config
 
@@ -14,6 +14,7 @@ def run_on(connection) -> None:
         # SQLite alters tables by copying them; batch mode does that portably.
         render_as_batch=True,
         compare_type=True,
+        include_object=created_on(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

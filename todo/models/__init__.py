@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, Index, MetaData
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -21,6 +21,22 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def only_on(index: Index, *dialects: str) -> Index:
+    """Create an index on these engines only; `created_on` tells Alembic's comparisons."""
+    index.info["dialects"] = dialects
+    # A tuple of dialects, as SQLAlchemy's documentation has it; its annotation says one.
+    return index.ddl_if(dialect=dialects)  # type: ignore[arg-type]
+
+
+def created_on(dialect: str):
+    """Return Alembic's `include_object` hook that leaves out the indexes of other engines."""
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:
+        return reflected or type_ != "index" or dialect in obj.info.get("dialects", (dialect,))
+
+    return include
 
 
 # Objects stay readable after commit, so a view can answer with what it just wrote.

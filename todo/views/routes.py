@@ -6,7 +6,7 @@ Each view declares its OpenAPI operation beside it (todo.openapi.documented).
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from todo import database, idempotency, store, sync
+from todo import database, idempotency, lists, store, sync
 from todo.auth import current_owner
 from todo.openapi import HEADERS, documented, json_answer, ref, removed_answer, todo_answer
 from todo.schemas import (
@@ -88,9 +88,9 @@ def list_todos():
     query = parse_query(TodoListQuery, dict(request.args.lists()))
     if query.limit is None:
         return Response(
-            todos_json_stream(store.stream(query, current_owner())), mimetype="application/json"
+            todos_json_stream(lists.stream(query, current_owner())), mimetype="application/json"
         )
-    todos, after = store.page(query, current_owner())
+    todos, after = lists.page(query, current_owner())
     response = json_response(todos_json(todos))
     if after is not None:
         following = url_for(".list_todos", **(request.args.to_dict() | {"after": after}))
