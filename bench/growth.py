@@ -292,6 +292,7 @@ def main():
             for size in sizes:
                 seed(database, size, database_name(size), source)
                 narrow_window(database, size)
+                database.settle(database_name(size))
                 print(f"seeded {size:,}", file=sys.stderr)
             samples = throughput(database, sizes, rounds, duration, Path(tmp), source)
             footprints = memory(database, sizes, Path(tmp), source)

@@ -206,6 +206,7 @@ def seed(database: Server, count, name="seed", source=None):
         " created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [row(number) for number in range(1, count + 1)],
     )
+    database.settle(name)
 
 
 def importing_from(source):
