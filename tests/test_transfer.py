@@ -259,5 +259,18 @@ class TestLargeBackup(TransferTestCase):
         )
 
 
+class TestImportOnPostgres(TransferTestCase):
+    database = "Postgres"
+
+    def test_the_planner_knows_the_imported_todos_at_once(self):
+        result = self.import_(jsonl(*(TODO | {"id": todo_id} for todo_id in range(1, 301))))
+        self.assertEqual(result.exit_code, 0, result.output)
+        with self.app.app_context():
+            estimate = db.session.scalar(
+                sa.text("SELECT reltuples FROM pg_class WHERE relname = 'todos'")
+            )
+        self.assertEqual(estimate, 300)
+
+
 class TestLargeBackupOnPostgres(TestLargeBackup):
     database = "Postgres"

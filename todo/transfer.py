@@ -128,6 +128,11 @@ def import_todos(lines: Iterable[bytes]) -> int:
             if last_id and connection.dialect.name == "postgresql":
                 # The sequence does not notice explicit ids; SQLite and MariaDB move past them.
                 connection.execute(ADVANCE_POSTGRES_ID_SEQUENCE, {"id": last_id})
+        if count and connection.dialect.name == "postgresql":
+            # Until autovacuum gets to them, PostgreSQL would plan filtered lists of the new
+            # todos without statistics: as reads of the whole table (todo.lists).
+            connection.execute(sa.text("ANALYZE todos"))
+            connection.commit()
     return count
 
 
