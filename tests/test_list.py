@@ -329,10 +329,10 @@ class TestFewOrManyMatches(ListTestCase):
             if todo_id > after and matches(number)
         ]
 
-    def read(self, query: str, count_factor: int, follow=True) -> tuple[list[int], set[bool]]:
+    def read(self, query: str, index_batches: int, follow=True) -> tuple[list[int], set[bool]]:
         """Return the ids listed for a query (following its pages), and how they were read."""
         with (
-            mock.patch.object(lists, "COUNT_FACTOR", count_factor),
+            mock.patch.object(lists, "INDEX_BATCHES", index_batches),
             mock.patch.object(lists, "select_todos", wraps=lists.select_todos) as select,
         ):
             ids, url = [], f"{TODOS}?{query}"
@@ -347,9 +347,9 @@ class TestFewOrManyMatches(ListTestCase):
             for shape in ("", "&limit=3", "&limit=3&after=50"):
                 expected = self.expected(query + shape)
                 self.assertTrue(expected)
-                for count_factor, through_index in ((0, False), (10**6, True)):
+                for index_batches, through_index in ((0, False), (10**6, True)):
                     with self.subTest(query=query + shape, through_index=through_index):
-                        ids, ways = self.read(query + shape, count_factor)
+                        ids, ways = self.read(query + shape, index_batches)
                         self.assertEqual(ids, expected)
                         self.assertEqual(ways, {through_index})
 
@@ -360,17 +360,19 @@ class TestFewOrManyMatches(ListTestCase):
                 self.assertEqual(ids, self.expected(query))
                 self.assertEqual(ways, {False})
 
-    def test_the_index_serves_up_to_ten_times_a_pages_todos(self):
+    def test_the_index_serves_a_list_whose_matches_all_fit_in_its_page(self):
         matching = len(self.expected("completed=false"))
         self.assertEqual(matching, 60)
-        # A page of 5 is read as 6 todos (one more tells whether a next page follows). Later
-        # pages count only the matches after them.
-        for limit, through_index in ((5, True), (4, False)):
+        # A page of 59 is read as 60 todos (one more tells whether a next page follows). A
+        # later page counts only the matches after it.
+        for limit, through_index in ((59, True), (58, False)):
             with self.subTest(limit=limit):
                 query = f"completed=false&limit={limit}"
-                ids, ways = self.read(query, lists.COUNT_FACTOR, follow=False)
+                ids, ways = self.read(query, lists.INDEX_BATCHES, follow=False)
                 self.assertEqual(ids, self.expected("completed=false")[:limit])
                 self.assertEqual(ways, {through_index})
+        # Streamed, the 60 fit in one batch of 1000.
+        self.assertEqual(self.read("completed=false", lists.INDEX_BATCHES)[1], {True})
 
 
 class TestBadValues(ListTestCase):

@@ -109,9 +109,9 @@ class TestOwnership(AccountsTestCase):
             owned[user].append(self.create(user, completed=number % 4 < 2, deadline_at=deadline))
         # A filter is read through the users' index or walked, depending on how many todos
         # match (todo.lists); lists stream two todos a query, so that streams span batches.
-        for count_factor in (0, 10**6):
+        for index_batches in (0, 10**6):
             with (
-                mock.patch.object(lists, "COUNT_FACTOR", count_factor),
+                mock.patch.object(lists, "INDEX_BATCHES", index_batches),
                 mock.patch.object(lists, "STREAM_BATCH", 2),
             ):
                 self.check_lists_of(owned, later)

@@ -51,10 +51,10 @@ class TestStreamedList(AppTestCase):
             query = f"/api/v1/todos?completed={str(completed).lower()}&window=3"
             # Open todos are read through their index or walked to (todo.lists): one list,
             # in batches of 100 here, so that each way spans batches.
-            for count_factor in (0, 10**6):
+            for index_batches in (0, 10**6):
                 with (
-                    self.subTest(query=query, count_factor=count_factor),
-                    mock.patch.object(lists, "COUNT_FACTOR", count_factor),
+                    self.subTest(query=query, index_batches=index_batches),
+                    mock.patch.object(lists, "INDEX_BATCHES", index_batches),
                     mock.patch.object(lists, "STREAM_BATCH", 100),
                 ):
                     todos = self.client.get(query).get_json()

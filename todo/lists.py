@@ -5,9 +5,9 @@ can be read two ways: walk by id and keep the todos that match, which costs litt
 match; or find the matches through an index on the filters and sort their ids, which costs
 little when few do (docs/design.md has figures). Which costs less depends on how many todos
 match, which only the data knows: no engine's planner estimates it well for a state and a
-deadline together. So a filtered list first counts its matches through the index, reading
-at most COUNT_FACTOR times its batch of index entries, and reads through the index only when
-that is all of them; with more, it walks. A list keeps its choice for every batch it streams.
+deadline together. So a filtered list first counts its matches through the index, reading at
+most one batch's worth of index entries, and reads through the index only when they all fit
+in the batch; with more, it walks. A list keeps its choice for every batch it streams.
 """
 
 from collections.abc import Iterator, Sequence
@@ -39,8 +39,10 @@ from todo.store import (
 
 # Rows per query while streaming a long list: bounds memory, whatever the list's length.
 STREAM_BATCH = 1000
-# A list reads through its filters' index when at most this many times its batch match.
-COUNT_FACTOR = 10
+# A list reads through its filters' index when at most this many batches' worth of todos
+# match. With more, each batch would read them all from the index again: the walk costs less
+# (a list of 10,000 todos that 2,500 match, streamed, answered 0.63 as fast through the index).
+INDEX_BATCHES = 1
 
 # Indexes a walk must not use, as MariaDB names them (SQLite's are kept out by `unindexed`).
 _FILTER_INDEXES = (
@@ -219,7 +221,7 @@ def _choose(connection: Connection, todos: _List) -> _List:
     """Choose how to read the list: through its filters' index when few todos match."""
     if filter_index(todos.shape) is None:
         return todos
-    bound = COUNT_FACTOR * todos.values["limit"]
+    bound = INDEX_BATCHES * todos.values["limit"]
     counting = todos.values | {"bound": bound + 1}
     [(matches,)] = connection.all(count_matches(todos.shape), counting)
     return todos._replace(through_index=matches <= bound)

@@ -1,8 +1,8 @@
 """The Todo model: the one declaration of a stored todo's columns."""
 
 from datetime import datetime
-from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, event, text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -67,11 +67,14 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
 
 
 # Open todos by deadline: few, however many completed ones pile up, and found without reading
-# the rest (todo.lists). SQLite indexes only the open todos, so a completed todo costs its
-# indexes nothing; MariaDB, which has no partial indexes, every todo, open ones first.
-_SQLITE_OPEN: dict[str, Any] = {"sqlite_where": ~Todo.completed}
+# the rest (todo.lists); everyone's, and each user's. SQLite and PostgreSQL index only open
+# todos, and only owned ones in the users' indexes, so that a completed todo costs the indexes
+# nothing and, in AUTH none, the users' index is empty. MariaDB has no partial indexes: its
+# hold every todo, open ones first.
+_OPEN = ~Todo.completed
+_OWNED_OPEN = sa.and_(~Todo.completed, Todo.owner_id.is_not(None))
 only_on(
-    Index("ix_todos_completed_deadline_at", Todo.completed, Todo.deadline_at, **_SQLITE_OPEN),
+    Index("ix_todos_completed_deadline_at", Todo.completed, Todo.deadline_at, sqlite_where=_OPEN),
     "sqlite",
     "mysql",
 )
@@ -81,7 +84,7 @@ only_on(
         Todo.owner_id,
         Todo.completed,
         Todo.deadline_at,
-        **_SQLITE_OPEN,
+        sqlite_where=_OWNED_OPEN,
     ),
     "sqlite",
     "mysql",
@@ -89,14 +92,22 @@ only_on(
 # PostgreSQL leaves out of an index search a condition that the index's own WHERE implies, so
 # its indexes of open todos start with the deadline; they hold the id, so that counting
 # matches reads no rows.
-_POSTGRESQL_OPEN: dict[str, Any] = {
-    "postgresql_where": ~Todo.completed,
-    "postgresql_include": ["id"],
-}
-only_on(Index("ix_todos_open_deadline_at", Todo.deadline_at, **_POSTGRESQL_OPEN), "postgresql")
 only_on(
     Index(
-        "ix_todos_owner_id_open_deadline_at", Todo.owner_id, Todo.deadline_at, **_POSTGRESQL_OPEN
+        "ix_todos_open_deadline_at",
+        Todo.deadline_at,
+        postgresql_where=_OPEN,
+        postgresql_include=["id"],
+    ),
+    "postgresql",
+)
+only_on(
+    Index(
+        "ix_todos_owner_id_open_deadline_at",
+        Todo.owner_id,
+        Todo.deadline_at,
+        postgresql_where=_OWNED_OPEN,
+        postgresql_include=["id"],
     ),
     "postgresql",
 )

@@ -19,32 +19,39 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        for name, columns in _POSTGRESQL:
-            op.create_index(
-                name,
-                "todos",
-                columns,
-                postgresql_where=sa.text("NOT completed"),
-                postgresql_include=["id"],
-            )
-        return
-    for name, columns in _ELSEWHERE:
-        op.create_index(name, "todos", columns, sqlite_where=sa.text("completed = 0"))
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    for name, columns, where in _POSTGRESQL if postgresql else _ELSEWHERE:
+        op.create_index(
+            name,
+            "todos",
+            columns,
+            sqlite_where=sa.text(where),
+            postgresql_where=sa.text(where),
+            postgresql_include=["id"],
+        )
 
 
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    for name, _ in _POSTGRESQL if postgresql else _ELSEWHERE:
+    for name, _, _ in _POSTGRESQL if postgresql else _ELSEWHERE:
         op.drop_index(name, table_name="todos")
 
 
+# Open todos only (and owned ones only, in the users' index), by deadline.
 _POSTGRESQL = (
-    ("ix_todos_open_deadline_at", ["deadline_at"]),
-    ("ix_todos_owner_id_open_deadline_at", ["owner_id", "deadline_at"]),
+    ("ix_todos_open_deadline_at", ["deadline_at"], "NOT completed"),
+    (
+        "ix_todos_owner_id_open_deadline_at",
+        ["owner_id", "deadline_at"],
+        "NOT completed AND owner_id IS NOT NULL",
+    ),
 )
-# SQLite's hold open todos only; MariaDB's, which has no partial indexes, every todo.
+# The same on SQLite, led by the state; MariaDB, which has no partial indexes, ignores WHERE.
 _ELSEWHERE = (
-    ("ix_todos_completed_deadline_at", ["completed", "deadline_at"]),
-    ("ix_todos_owner_id_completed_deadline_at", ["owner_id", "completed", "deadline_at"]),
+    ("ix_todos_completed_deadline_at", ["completed", "deadline_at"], "completed = 0"),
+    (
+        "ix_todos_owner_id_completed_deadline_at",
+        ["owner_id", "completed", "deadline_at"],
+        "completed = 0 AND owner_id IS NOT NULL",
+    ),
 )
