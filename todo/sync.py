@@ -53,8 +53,6 @@ _STATE_COLUMNS = (
     streams.HAS_PENDING.label("pending"),
 )
 _NO_STATE = tuple(sa.null() for _ in _STATE_COLUMNS)
-# In the state's row, the last column: whether the list has changes not numbered yet.
-_PENDING = _OP + len(_STATE_COLUMNS)
 # The largest number a cursor can hold that the database can compare (BIGINT).
 _LARGEST = 2**63 - 1
 
@@ -225,43 +223,54 @@ def changes(owner: "store.Owner", since: str | None, limit: int) -> Changes:
     else:
         statement = _snapshot_page(scope, dialect)
     rows = _read(statement, values)
-    position = _checked(cursor, rows[0], stream)
+    state = _state(rows[0])
+    position = _checked(cursor, state, stream)
     # Changes that committed before this call but have no number yet are numbered, then
     # read with the others; a snapshot's first page takes the counter above them. (Later
     # pages hold each todo as it is; what changed since the first is numbered above it.)
-    if rows[0][_PENDING] and (asked.after is None or cursor is None):
+    if state.pending and (asked.after is None or cursor is None):
         streams.number_pending(stream)
         rows = _read(statement, values)
-        position = _checked(cursor, rows[0], stream)
-    _, secret, last_seq, _, _ = _state(rows[0])
+        state = _state(rows[0])
+        position = _checked(cursor, state, stream)
     rows = rows[1:]
     if position.after is not None:
         found, following = _first_snapshot(rows, position, limit)
     else:
-        found, following = _changes_since(rows, position, limit, last_seq)
+        found, following = _changes_since(rows, position, limit, state.last_seq)
     streams.prune_now_and_then()
-    more = following.after is not None or following.seq < last_seq
-    return Changes(found, encode_cursor(following, secret), more)
+    more = following.after is not None or following.seq < state.last_seq
+    return Changes(found, encode_cursor(following, state.secret), more)
 
 
-def _state(row: tuple) -> tuple[int, str, int, int, bool]:
-    """Read the state's row: generation, secret, counter, latest pruned, changes pending."""
+class _State(NamedTuple):
+    """The list's state, as the answer's first row has it."""
+
+    generation: int
+    secret: str
+    last_seq: int
+    pruned_seq: int
+    # Whether the list has changes not numbered yet.
+    pending: bool
+
+
+def _state(row: tuple) -> _State:
+    """Read the state's row (its columns after the op)."""
     generation, secret, last_seq, pruned_seq, pending = row[_OP + 1 :]
-    return generation, secret, last_seq or 0, pruned_seq or 0, bool(pending)
+    return _State(generation, secret, last_seq or 0, pruned_seq or 0, bool(pending))
 
 
-def _checked(cursor: _Cursor | None, state_row: tuple, stream: int) -> Position:
-    """Return where the answer starts: the cursor's position if it holds for the list as
-    the state's row has it (410 otherwise), or the start of a first sync."""
-    generation, secret, last_seq, pruned_seq, _ = _state(state_row)
+def _checked(cursor: _Cursor | None, state: _State, stream: int) -> Position:
+    """Return where the answer starts: the cursor's position if it holds for the list in
+    this state (410 otherwise), or the start of a first sync."""
     if cursor is None:
-        return Position(generation, stream, last_seq, after=0)
-    position = cursor.check(secret)
-    if position.generation != generation or position.stream != stream:
+        return Position(state.generation, stream, state.last_seq, after=0)
+    position = cursor.check(state.secret)
+    if position.generation != state.generation or position.stream != stream:
         raise _gone("The cursor is not for this list as it is now.")
-    if position.seq > last_seq:
+    if position.seq > state.last_seq:
         raise _gone("The cursor is ahead of this list.")
-    if position.seq < pruned_seq:
+    if position.seq < state.pruned_seq:
         raise _gone("Deletions after this cursor are no longer remembered.")
     return position
 
