@@ -59,7 +59,6 @@ class Shape(NamedTuple):
     completed: bool | None
     window: bool
     after: bool
-    limit: bool
 
 
 def filter_index(shape: Shape) -> str | None:
@@ -147,10 +146,7 @@ def select_todos(shape: Shape, through_index: bool = False) -> Statement:
     statement = owned(statement, shape.scope)
     if shape.completed is not None or shape.window:
         statement = _hint(statement, f"IGNORE INDEX ({', '.join(_FILTER_INDEXES)})")
-    statement = statement.order_by(Todo.id)
-    if shape.limit:
-        statement = statement.limit(bindparam("limit"))
-    return Statement(statement)
+    return Statement(statement.order_by(Todo.id).limit(bindparam("limit")))
 
 
 def _through_index(shape: Shape) -> sa.Select:
@@ -167,9 +163,7 @@ def _through_index(shape: Shape) -> sa.Select:
     # Sorted as values, not by an index's order, so that SQLite's planner, which merges the
     # CTE into this query, keeps reading the filters' index.
     first_ids = sa.select(matching.c.id).order_by(unindexed(matching.c.id))
-    if shape.limit:
-        first_ids = first_ids.limit(bindparam("limit"))
-    batch = first_ids.subquery("batch")
+    batch = first_ids.limit(bindparam("limit")).subquery("batch")
     return sa.select(*ROW_COLUMNS).join_from(Todo, batch, Todo.id == batch.c.id).order_by(Todo.id)
 
 
@@ -206,7 +200,6 @@ def _prepared(query: TodoListQuery, owner: Owner, limit: int) -> _List:
         completed=query.completed,
         window=query.window is not None,
         after=query.after is not None,
-        limit=True,
     )
     values = {
         **owner_values(owner),

@@ -29,7 +29,7 @@ BATCH = 1000
 # a VALUES list of a thousand, whose long SQL psycopg converts anew each time.
 _INSERT = sa.insert(Todo.__table__)
 _EXPORT_PAGE = lists.select_todos(
-    lists.Shape(scope="shared", completed=None, window=False, after=True, limit=True)
+    lists.Shape(scope="shared", completed=None, window=False, after=True)
 )
 
 
