@@ -46,6 +46,18 @@ class ListTestCase(AppTestCase):
         self.assertIsNotNone(match, header)
         return match[1]
 
+    def walk(self, first: str) -> list[list[int]]:
+        """Follow rel=next links from a first query; return the ids of each page."""
+        pages = []
+        url: str | None = f"{TODOS}?{first}"
+        while url is not None:
+            self.assertLess(len(pages), 100, "the Link headers never stop")
+            response = self.client.get(url)
+            self.assertEqual(response.status_code, 200, response.get_data(as_text=True))
+            pages.append([todo["id"] for todo in response.get_json()])
+            url = self.next_link(response)
+        return pages
+
     def assertQueryRejected(self, query: str, parameter: str, message: str | None = None):  # noqa: N802
         """Assert a 400 problem naming `parameter` (with `message`, when given)."""
         response = self.client.get(f"{TODOS}?{query}")
@@ -197,18 +209,6 @@ class TestPaging(ListTestCase):
         for todo_id in (4, 5, 11, 23):
             self.client.delete(f"{TODOS}/{todo_id}")
 
-    def walk(self, first: str) -> list[list[int]]:
-        """Follow rel=next links from a first query; return the ids of each page."""
-        pages = []
-        url: str | None = f"{TODOS}?{first}"
-        while url is not None:
-            self.assertLess(len(pages), 100, "the Link headers never stop")
-            response = self.client.get(url)
-            self.assertEqual(response.status_code, 200, response.get_data(as_text=True))
-            pages.append([todo["id"] for todo in response.get_json()])
-            url = self.next_link(response)
-        return pages
-
     def test_link_names_the_next_page_while_more_follow(self):
         response = self.get_list("limit=2")
         self.assertEqual([todo["id"] for todo in response.get_json()], [1, 2])
@@ -335,11 +335,8 @@ class TestFewOrManyMatches(ListTestCase):
             mock.patch.object(lists, "INDEX_BATCHES", index_batches),
             mock.patch.object(lists, "select_todos", wraps=lists.select_todos) as select,
         ):
-            ids, url = [], f"{TODOS}?{query}"
-            while url is not None:
-                response = self.get_list(url.partition("?")[2])
-                ids += [todo["id"] for todo in response.get_json()]
-                url = self.next_link(response) if follow else None
+            pages = self.walk(query) if follow else [self.ids(query)]
+        ids = [todo_id for page in pages for todo_id in page]
         return ids, {call.kwargs["through_index"] for call in select.call_args_list}
 
     def test_a_filtered_list_is_the_same_read_through_the_index_or_walked(self):
