@@ -505,8 +505,11 @@ OUTPUT_FIELDS = tuple(
 )
 
 
-def _compile_row_reader() -> Callable[[Iterable[Sequence[Any]]], list[dict[str, Any]]]:
-    """Build the function that turns stored rows into the output's objects.
+def _compile_row_reader(
+    entry: str = "{todo}",
+) -> Callable[[Iterable[Sequence[Any]]], list[dict[str, Any]]]:
+    """Build the function that turns stored rows into the output's objects: each the `entry`
+    written around the todo's object (`{todo}`) and its row's values (`_0` and on).
 
     It is written from the model's columns once, as namedtuple and dataclasses write their
     methods: one list comprehension with a dict display, which costs half as much per row as
@@ -523,10 +526,16 @@ def _compile_row_reader() -> Callable[[Iterable[Sequence[Any]]], list[dict[str, 
         if column.key in OUTPUT_FIELDS
     )
     row = ", ".join(f"_{index}" for index in range(len(columns)))
-    return eval(f"lambda rows: [{{{items}}} for ({row}) in rows]")
+    return eval(f"lambda rows: [{entry.format(todo=f'{{{items}}}')} for ({row}) in rows]")
 
 
 _read_rows = _compile_row_reader()
+# Sync's changes: a todo's row, or a deletion's (the todo's id, and no title: todo.sync).
+_ID, _TITLE = (OUTPUT_FIELDS.index(key) for key in ("id", "title"))
+_read_changes = _compile_row_reader(
+    f"{{{{'op': 'delete', 'id': _{_ID}}}}} if _{_TITLE} is None"
+    " else {{'op': 'upsert', 'todo': {todo}}}"
+)
 
 
 def todo_json(todo: Sequence[Any]) -> bytes:
@@ -555,17 +564,11 @@ def todos_json_stream(batches: Iterable[Sequence[Sequence[Any]]]) -> Iterator[by
     yield b"]"
 
 
-def changes_json(changes: Iterable[tuple[str, Any]], cursor: str, more: bool) -> bytes:
-    """Write sync's answer as the JSON of ChangesOut: ("upsert", row) or ("delete", id)."""
-    changes = list(changes)
-    # Every upsert's row read in one call, as a page's are.
-    todos = iter(_read_rows([item for op, item in changes if op == "upsert"]))
-    entries = [
-        {"op": "upsert", "todo": next(todos)} if op == "upsert" else {"op": "delete", "id": item}
-        for op, item in changes
-    ]
+def changes_json(changes: Iterable[Sequence[Any]], cursor: str, more: bool) -> bytes:
+    """Write sync's answer as the JSON of ChangesOut, its changes as todo.sync reads them."""
     return orjson.dumps(
-        {"changes": entries, "cursor": cursor, "more": more}, option=_OUTPUT_OPTIONS
+        {"changes": _read_changes(changes), "cursor": cursor, "more": more},
+        option=_OUTPUT_OPTIONS,
     )
 
 

@@ -37,33 +37,40 @@ _STATE = SyncState.__table__
 _STREAMS = SyncStream.__table__
 _TOMBS = Tombstone.__table__
 _TODOS = Todo.__table__
-# An answer is read in one statement, a row for each todo (or deletion), in the todos'
-# columns, then the op, then the state: the state's row comes first and is ordered as 0,
-# ahead of every change and todo; the others have NULLs for the state, and a deletion has
-# NULLs but for the todo's id and the change's stream and number.
+# An answer is read in one statement, in rows of the todos' columns and no others (on SQLite
+# every column of every row costs): first the list's state, then the changes, each a todo's
+# row or a deletion's (the todo's id, its stream and number, and no title).
 _ROW_KEYS = store.ROW_KEYS
 _ID = _ROW_KEYS.index("id")
 _SEQ = _ROW_KEYS.index("change_seq")
-_OP = len(_ROW_KEYS)
-_STATE_COLUMNS = (
-    _STATE.c.generation,
-    _STATE.c.secret,
-    _STREAMS.c.last_seq,
-    _STREAMS.c.pruned_seq,
-    streams.HAS_PENDING.label("pending"),
-)
-_NO_STATE = tuple(sa.null() for _ in _STATE_COLUMNS)
+# The state's row holds each of its values in one of the todos' columns, of the value's own
+# type; its column that the answer is ordered by is 0, which puts it first, the others NULL.
+_STATE_IN = {  # the state's field: (the todos' column that holds it, its value)
+    "generation": ("version", _STATE.c.generation),
+    "secret": ("title", _STATE.c.secret),
+    "last_seq": ("change_stream", _STREAMS.c.last_seq),
+    "pruned_seq": ("owner_id", _STREAMS.c.pruned_seq),
+    "pending": ("completed", streams.HAS_PENDING),
+}
+_STATE_AT = {field: _ROW_KEYS.index(key) for field, (key, _) in _STATE_IN.items()}
 # The largest number a cursor can hold that the database can compare (BIGINT).
 _LARGEST = 2**63 - 1
 
 
-def _state_first(order: str) -> sa.Select:
-    """The state's row: the secret and generation that cursors are checked against, and the
-    list's counter; `order`, the column the answer is ordered by, is 0."""
-    # Named as the todos' columns, which name the answer's.
-    todo = ((sa.literal_column("0") if key == order else sa.null()).label(key) for key in _ROW_KEYS)
+def _null(key: str, dialect: str) -> sa.ColumnElement:
+    """NULL in the todos' column `key`: typed on PostgreSQL, whose UNION takes a column's type
+    from its first parts, where NULLs alone would make it text."""
+    if dialect == "postgresql":
+        return sa.cast(sa.null(), _TODOS.c[key].type)
+    return sa.null()
+
+
+def _state_first(order: str, dialect: str) -> sa.Select:
+    """The state's row: the secret and generation that cursors are checked against, the
+    list's counter and pruned number, and whether it has changes not numbered yet."""
+    values = dict(_STATE_IN.values()) | {order: sa.literal_column("0")}
     return (
-        sa.select(*todo, sa.literal_column("'state'").label("op"), *_STATE_COLUMNS)
+        sa.select(*(values.get(key, _null(key, dialect)).label(key) for key in _ROW_KEYS))
         .select_from(
             _STATE.outerjoin(
                 _STREAMS, _STREAMS.c.stream == bindparam("stream", type_=sa.BigInteger)
@@ -78,7 +85,8 @@ def _answer(order: str, parts: list[sa.Select], dialect: str) -> Statement:
     `rows` in all.
 
     One statement sees one moment of the database on every engine, so the counter and the
-    rows agree with each other without a transaction.
+    rows agree with each other without a transaction. The todos come last: SQLite merges
+    the parts in pairs, from the first, and the many rows of the last pass one merge only.
     """
     if dialect == "mysql":
         # PostgreSQL and SQLite merge the parts in order, each read by an index, and stop at
@@ -87,37 +95,32 @@ def _answer(order: str, parts: list[sa.Select], dialect: str) -> Statement:
             part.order_by(part.selected_columns[_ROW_KEYS.index(order)]).limit(bindparam("limit"))
             for part in parts
         ]
-    union = sa.union_all(_state_first(order), *parts)
+    union = sa.union_all(_state_first(order, dialect), *parts)
     ordered = union.order_by(union.selected_columns[order])
     return Statement(ordered.limit(bindparam("rows")))
 
 
 @cache
 def _changes(scope: store.Scope, dialect: str) -> Statement:
-    """Every change after `since`: the todos' latest and the tombstones."""
+    """Every change after `since`: the tombstones and the todos' latest."""
+    as_todo = {"id": _TOMBS.c.todo_id, "change_stream": _TOMBS.c.stream, "change_seq": _TOMBS.c.seq}
+    buried = sa.select(*(as_todo.get(key, _null(key, dialect)) for key in _ROW_KEYS)).where(
+        _TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq > bindparam("since")
+    )
     changed = store.owned(
-        sa.select(*store.ROW_COLUMNS, sa.literal_column("'upsert'"), *_NO_STATE)
+        sa.select(*store.ROW_COLUMNS)
         .where(_TODOS.c.change_stream == bindparam("stream"))
         .where(_TODOS.c.change_seq > bindparam("since")),
         scope,
     )
-    as_todo = {"id": _TOMBS.c.todo_id, "change_stream": _TOMBS.c.stream, "change_seq": _TOMBS.c.seq}
-    buried = sa.select(
-        *(as_todo.get(key, sa.null()) for key in _ROW_KEYS),
-        sa.literal_column("'delete'"),
-        *_NO_STATE,
-    ).where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq > bindparam("since"))
-    return _answer("change_seq", [changed, buried], dialect)
+    return _answer("change_seq", [buried, changed], dialect)
 
 
 @cache
 def _snapshot_page(scope: store.Scope, dialect: str) -> Statement:
     """The list by id after `after`, as the first sync takes it."""
     todos = store.owned(
-        sa.select(*store.ROW_COLUMNS, sa.literal_column("'upsert'"), *_NO_STATE).where(
-            _TODOS.c.id > bindparam("after")
-        ),
-        scope,
+        sa.select(*store.ROW_COLUMNS).where(_TODOS.c.id > bindparam("after")), scope
     )
     return _answer("id", [todos], dialect)
 
@@ -133,15 +136,16 @@ class Position(NamedTuple):
 
 
 class Changes(NamedTuple):
-    """One answer: ("upsert", stored todo) and ("delete", id) in order, and where it ends."""
+    """One answer: the changes in order, and where it ends. A change is a stored todo's row,
+    or a deletion's: the todo's id, and None for its title (a todo always has one)."""
 
-    changes: list[tuple[str, Any]]
+    changes: Sequence[tuple]
     cursor: str
     more: bool
 
 
 def _signature(secret: str, payload: bytes) -> bytes:
-    return hmac.new(secret.encode(), payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+    return hmac.digest(secret.encode(), payload, hashlib.sha256)[:_SIGNATURE_BYTES]
 
 
 def encode_cursor(position: Position, secret: str) -> str:
@@ -255,9 +259,12 @@ class _State(NamedTuple):
 
 
 def _state(row: tuple) -> _State:
-    """Read the state's row (its columns after the op)."""
-    generation, secret, last_seq, pruned_seq, pending = row[_OP + 1 :]
-    return _State(generation, secret, last_seq or 0, pruned_seq or 0, bool(pending))
+    """Read the state's row."""
+    state = _State(**{field: row[index] for field, index in _STATE_AT.items()})
+    # A list without a counter yet has none of its values.
+    return state._replace(
+        last_seq=state.last_seq or 0, pruned_seq=state.pruned_seq or 0, pending=bool(state.pending)
+    )
 
 
 def _checked(cursor: _Cursor | None, state: _State, stream: int) -> Position:
@@ -291,9 +298,9 @@ def _read(statement: Statement, values: dict[str, Any]) -> Sequence[tuple]:
 
 def _first_snapshot(
     rows: Sequence[tuple], position: Position, limit: int
-) -> tuple[list[tuple[str, Any]], Position]:
+) -> tuple[Sequence[tuple], Position]:
     """Return a page of the first snapshot, in id order, and the position after it."""
-    found = [("upsert", row[:_OP]) for row in rows[:limit]]
+    found = rows[:limit]
     if len(rows) > limit:
         return found, position._replace(after=rows[limit - 1][_ID])
     # The snapshot is complete; what changed since it began comes next.
@@ -302,15 +309,12 @@ def _first_snapshot(
 
 def _changes_since(
     rows: Sequence[tuple], position: Position, limit: int, last_seq: int
-) -> tuple[list[tuple[str, Any]], Position]:
+) -> tuple[Sequence[tuple], Position]:
     """Return the first changes after the position, in order, and the position after them.
 
     A todo's row holds only its latest change, so each todo comes at most once.
     """
-    found = [
-        ("upsert", row[:_OP]) if row[_OP] == "upsert" else ("delete", row[_ID])
-        for row in rows[:limit]
-    ]
+    found = rows[:limit]
     if len(rows) > limit:
         return found, position._replace(seq=rows[limit - 1][_SEQ])
     # Every change up to the counter is in this answer, or was superseded by one that is.
