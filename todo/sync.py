@@ -89,8 +89,9 @@ def _answer(order: str, parts: list[sa.Select], dialect: str) -> Statement:
     the parts in pairs, from the first, and the many rows of the last pass one merge only.
     """
     if dialect == "mysql":
-        # PostgreSQL and SQLite merge the parts in order, each read by an index, and stop at
-        # the limit; MariaDB would read every row of each part first, so each is bounded.
+        # SQLite merges the parts in order, each read by an index, and stops at the limit,
+        # and PostgreSQL chooses by its estimates; MariaDB would read every row of each part
+        # first, so each is bounded.
         parts = [
             part.order_by(part.selected_columns[_ROW_KEYS.index(order)]).limit(bindparam("limit"))
             for part in parts
