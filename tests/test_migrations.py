@@ -32,6 +32,24 @@ TUTORIAL_ROWS = [
 ]
 
 
+# How each engine describes what it stores, beyond the columns: its indexes, with their WHERE,
+# and on SQLite which tables keep their rows in their primary key's tree.
+_STORAGE = {
+    "sqlite": "SELECT CASE type WHEN 'table' THEN name || ' without rowid: '"
+    " || (sql LIKE '%WITHOUT ROWID%') ELSE sql END FROM sqlite_master"
+    " WHERE sql IS NOT NULL AND (type = 'index' OR name NOT LIKE 'sqlite%')",
+    "postgresql": "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()",
+    "mysql": "SELECT CONCAT_WS(' ', table_name, index_name, seq_in_index, column_name)"
+    " FROM information_schema.statistics WHERE table_schema = DATABASE()",
+}
+
+
+def storage(connection) -> list[str]:
+    """Return what the database stores beyond its columns, one line each, in order."""
+    lines = connection.execute(text(_STORAGE[connection.dialect.name])).scalars()
+    return sorted(" ".join(line.lower().replace('"', "").split()) for line in lines)
+
+
 @across_databases
 class TestMigrations(DatabaseTestCase):
     """Each test starts on an empty database of one kind; SQLite is a temporary file."""
@@ -168,6 +186,25 @@ class TestMigrations(DatabaseTestCase):
             self.assertEqual(current_revision(connection), head_revision())
             context = MigrationContext.configure(connection, opts=self.comparing(connection))
             self.assertEqual(compare_metadata(context, db.metadata), [])
+
+    def test_fresh_database_stores_and_indexes_rows_as_the_migrated_one(self):
+        # Alembic's comparison leaves out what only the engine knows: an index's WHERE, and
+        # whether SQLite keeps a table's rows in its primary key's tree.
+        self.migrate("head")
+        with self.engine.connect() as connection:
+            migrated = storage(connection)
+        self.engine.dispose()
+        self.url = self.fresh_database_url()
+        self.engine = create_engine(self.url)
+        self.addCleanup(self.engine.dispose)
+        self.start_app()
+        with self.engine.connect() as connection:
+            fresh = storage(connection)
+        self.assertEqual(migrated, fresh)
+        # The users' index leaves out the todos of no one where the engine can.
+        owned = [line for line in fresh if "ix_todos_owner_id_id" in line]
+        partial = self.database != "MySQL"
+        self.assertEqual(any("owner_id is not null" in line for line in owned), partial, owned)
 
     def test_downgrade_to_the_first_migration_keeps_the_rows(self):
         self.migrate("head")
