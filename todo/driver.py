@@ -20,7 +20,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement, literal_column
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
@@ -53,6 +53,16 @@ class _Compiled(NamedTuple):
         if self.positional:
             return bound
         return {name: value for (name, _, _), value in zip(self.binds, bound, strict=True)}
+
+
+def constant(value: int) -> ColumnElement:
+    """An integer written into the SQL instead of bound as a parameter.
+
+    PostgreSQL plans a prepared statement once for any value of its parameters (its generic
+    plan): `change_seq = $1` is planned as the column's commonest value, which may be every
+    row's, and read by a table scan; `change_seq = -1` is planned from what the column holds.
+    """
+    return literal_column(str(int(value)))
 
 
 class Statement:

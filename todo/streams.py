@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, object_session
 
-from todo.driver import Connection, Statement
+from todo.driver import Connection, Statement, constant
 from todo.models import db, naive_utc, utcnow
 from todo.models.sync import STATE_ID, SyncState, SyncStream, Tombstone
 from todo.models.todo import Todo
@@ -98,9 +98,9 @@ def bury(connection: Connection, stream: int, todo_id: int) -> None:
 # Whether the list `stream` has pending changes, for a query to ask beside its own work.
 HAS_PENDING = sa.or_(
     sa.exists().where(
-        _TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == PENDING
+        _TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == constant(PENDING)
     ),
-    sa.exists().where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < 0),
+    sa.exists().where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < constant(0)),
 )
 
 
@@ -109,7 +109,7 @@ _COUNTER = Statement(
 )
 _PENDING_TODOS = Statement(
     sa.select(_TODOS.c.id)
-    .where(_TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == PENDING)
+    .where(_TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == constant(PENDING))
     .order_by(_TODOS.c.id)
 )
 # Each pending tombstone, and whether it is moot: a todo back in a list it had left (an ORM
@@ -123,7 +123,7 @@ _PENDING_TOMBSTONES = Statement(
             sa.and_(_moot_by.c.id == _TOMBS.c.todo_id, _moot_by.c.change_stream == _TOMBS.c.stream),
         )
     )
-    .where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < 0)
+    .where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < constant(0))
     .order_by(_TOMBS.c.seq.desc())
 )
 _DROP_TOMBSTONE = Statement(
@@ -138,7 +138,7 @@ _NUMBER_TOMBSTONE = Statement(
 )
 _NUMBER_TODO = Statement(
     sa.update(_TODOS)
-    .where(_TODOS.c.id == bindparam("todo_id"), _TODOS.c.change_seq == PENDING)
+    .where(_TODOS.c.id == bindparam("todo_id"), _TODOS.c.change_seq == constant(PENDING))
     # Numbering does not change the todo: its updated_at stays as it is (the column's
     # `onupdate` would make it now).
     .values(change_seq=bindparam("number"), updated_at=_TODOS.c.updated_at)
