@@ -531,7 +531,7 @@ def _compile_row_reader(
 
 _read_rows = _compile_row_reader()
 # Sync's changes: a todo's row, or a deletion's (the todo's id, and no title: todo.sync).
-_ID, _TITLE = (OUTPUT_FIELDS.index(key) for key in ("id", "title"))
+_ID, _TITLE = (Todo.__table__.columns.keys().index(key) for key in ("id", "title"))
 _read_changes = _compile_row_reader(
     f"{{{{'op': 'delete', 'id': _{_ID}}}}} if _{_TITLE} is None"
     " else {{'op': 'upsert', 'todo': {todo}}}"

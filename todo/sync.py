@@ -90,9 +90,9 @@ def _answer(order: str, parts: list[sa.Select], dialect: str) -> Statement:
     """
     if dialect != "sqlite":
         # SQLite merges the parts in order, each read by an index, and stops at the limit.
-        # MariaDB would read every row of each part first; PostgreSQL's plan made once for
-        # any `since` expects a third of the table after it, and planned each call anew
-        # instead. So each part is bounded.
+        # MariaDB would read every row of each part first, and PostgreSQL's plan, made once
+        # for any `since` (todo.database), expects a third of the table after it: so each
+        # part is bounded, and read by its index in order until its bound.
         parts = [
             part.order_by(part.selected_columns[_ROW_KEYS.index(order)]).limit(bindparam("limit"))
             for part in parts
