@@ -95,12 +95,14 @@ def bury(connection: Connection, stream: int, todo_id: int) -> None:
 
 # --- Numbering: what GET /changes does first when a list has pending changes ----------------
 
+# A todo's change, and a tombstone, not numbered yet (the number written into the SQL, so
+# that a plan made for any value still reads them by index: todo.driver.constant).
+_IS_PENDING = _TODOS.c.change_seq == constant(PENDING)
+_IS_PENDING_TOMBSTONE = _TOMBS.c.seq < constant(0)
 # Whether the list `stream` has pending changes, for a query to ask beside its own work.
 HAS_PENDING = sa.or_(
-    sa.exists().where(
-        _TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == constant(PENDING)
-    ),
-    sa.exists().where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < constant(0)),
+    sa.exists().where(_TODOS.c.change_stream == bindparam("stream"), _IS_PENDING),
+    sa.exists().where(_TOMBS.c.stream == bindparam("stream"), _IS_PENDING_TOMBSTONE),
 )
 
 
@@ -109,7 +111,7 @@ _COUNTER = Statement(
 )
 _PENDING_TODOS = Statement(
     sa.select(_TODOS.c.id)
-    .where(_TODOS.c.change_stream == bindparam("stream"), _TODOS.c.change_seq == constant(PENDING))
+    .where(_TODOS.c.change_stream == bindparam("stream"), _IS_PENDING)
     .order_by(_TODOS.c.id)
 )
 # Each pending tombstone, and whether it is moot: a todo back in a list it had left (an ORM
@@ -123,7 +125,7 @@ _PENDING_TOMBSTONES = Statement(
             sa.and_(_moot_by.c.id == _TOMBS.c.todo_id, _moot_by.c.change_stream == _TOMBS.c.stream),
         )
     )
-    .where(_TOMBS.c.stream == bindparam("stream"), _TOMBS.c.seq < constant(0))
+    .where(_TOMBS.c.stream == bindparam("stream"), _IS_PENDING_TOMBSTONE)
     .order_by(_TOMBS.c.seq.desc())
 )
 _DROP_TOMBSTONE = Statement(
@@ -138,7 +140,7 @@ _NUMBER_TOMBSTONE = Statement(
 )
 _NUMBER_TODO = Statement(
     sa.update(_TODOS)
-    .where(_TODOS.c.id == bindparam("todo_id"), _TODOS.c.change_seq == constant(PENDING))
+    .where(_TODOS.c.id == bindparam("todo_id"), _IS_PENDING)
     # Numbering does not change the todo: its updated_at stays as it is (the column's
     # `onupdate` would make it now).
     .values(change_seq=bindparam("number"), updated_at=_TODOS.c.updated_at)
@@ -259,7 +261,7 @@ FORGET_STREAM = (
 _last_prune = float("-inf")
 _STREAMS_WITH_OLD_PENDING = Statement(
     sa.select(_TOMBS.c.stream)
-    .where(_TOMBS.c.seq < 0, _TOMBS.c.deleted_at < bindparam("cutoff"))
+    .where(_IS_PENDING_TOMBSTONE, _TOMBS.c.deleted_at < bindparam("cutoff"))
     .distinct()
 )
 _prune_lock = threading.Lock()
