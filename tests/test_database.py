@@ -9,7 +9,6 @@ from tests.base import DatabaseTestCase
 from todo import create_app, driver
 from todo.config import DEFAULTS
 from todo.database import engine_options
-from todo.driver import Statement
 from todo.models import db
 
 
@@ -38,7 +37,7 @@ class TestPostgresConnections(DatabaseTestCase):
         app = create_app({"SQLALCHEMY_DATABASE_URI": self.server_database_url()})
         with app.app_context():
             with driver.Connection(db.engine) as connection:
-                mode = connection.first(Statement(text("SHOW plan_cache_mode")))
+                mode = connection.first(driver.Statement(text("SHOW plan_cache_mode")))
             db.engine.dispose()
         self.assertEqual(mode, ("force_generic_plan",))
 

@@ -81,12 +81,12 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
 # hold every todo, open ones first.
 _OPEN = ~Todo.completed
 _OWNED_OPEN = sa.and_(~Todo.completed, Todo.owner_id.is_not(None))
-only_on(
+OPEN_BY_DEADLINE = only_on(
     Index("ix_todos_completed_deadline_at", Todo.completed, Todo.deadline_at, sqlite_where=_OPEN),
     "sqlite",
     "mysql",
 )
-only_on(
+OWNED_OPEN_BY_DEADLINE = only_on(
     Index(
         "ix_todos_owner_id_completed_deadline_at",
         Todo.owner_id,
