@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 
 from flask import Flask
 
-from todo import create_app
+from todo import checkpoints, create_app
 from todo.config import SettingsError, configure
 
 # The factory each worker calls to build its own app.
@@ -175,6 +175,7 @@ def worker_app() -> Flask:
     """Build the app inside a worker process (granian's factory)."""
     _take_stop_signals_on_a_thread_of_their_own()
     app = create_app()
+    checkpoints.take_in_background(app)
     # The app's objects live as long as the worker, yet every full collection would walk
     # them again: frozen, they stay out of the collector's way (bench/README.md, history).
     gc.freeze()
