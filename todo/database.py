@@ -23,7 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import ServiceUnavailable
 
-from todo import driver
+from todo import driver, write_queue
 from todo.models import db
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -113,6 +113,7 @@ def init_app(app: Flask) -> None:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _configure_sqlite_connection)
             event.listen(engine, "begin", _begin_sqlite_transaction)
+            write_queue.attach(engine)
         elif engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _configure_postgresql_connection)
 

@@ -23,6 +23,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement, ColumnElement, literal_column
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from todo import write_queue
+
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
 # How each engine starts a read-only transaction that sees one moment of the database.
 # PostgreSQL (whose driver begins the transaction) takes the level before the first read;
@@ -139,11 +141,21 @@ class Connection:
         # `begin` has been called.
         self._fresh = True
         self._in_transaction = False
+        # Where this connection holds SQLite's queue of writers (todo.write_queue), if it does.
+        self._queued: write_queue.Place | None = None
         return pooled
 
     def __exit__(self, *exc_info) -> None:
         driver = self._pooled.driver_connection  # None once invalidated
         try:
+            if self._queued is not None:
+                # The queue moves on once nothing of this write holds SQLite's lock, and
+                # before the connection, with the queue's open file, can go to another thread.
+                try:
+                    if driver is not None:
+                        self._pooled.rollback()
+                finally:
+                    self._leave_queue()
             if self._reads_in_autocommit and driver is not None and driver.autocommit:
                 # The rest of the app (the ORM, migrations) expects transactions.
                 driver.autocommit = False
@@ -192,6 +204,11 @@ class Connection:
             with closing(self._cursor(statement, values, many)) as cursor:
                 outcome = result(cursor)
         except self._errors as error:
+            if self._queued is not None and self._refused_at_once(error):
+                # A writer outside the queue holds SQLite's lock, and the statement did
+                # nothing: it waits for it in SQLite's busy handler, out of the queue.
+                self._leave_queue()
+                return self._run(statement, values, result, many)
             translated = self._translated(error, self._pooled)
             if not (self._fresh and translated.connection_invalidated):
                 raise translated from error
@@ -244,10 +261,22 @@ class Connection:
         the first statement and lock rows as needed.
         """
         if self.dialect.name == "sqlite":
+            if self._queued is None:
+                self._queued = write_queue.join(self._pooled)
             if not lone:
                 self.execute("BEGIN IMMEDIATE")
         elif self._reads_in_autocommit:
             self._leave_autocommit()
+
+    def _refused_at_once(self, error: Exception) -> bool:
+        """Whether SQLite refused a statement outside a transaction for its lock, at once."""
+        driver = self._pooled.driver_connection
+        return write_queue.is_busy(error) and driver is not None and not driver.in_transaction
+
+    def _leave_queue(self) -> None:
+        place, self._queued = self._queued, None
+        if place is not None:
+            write_queue.leave(self._pooled, place)
 
     def _leave_autocommit(self) -> None:
         """From here on, statements run in a transaction that `commit` ends."""
@@ -267,5 +296,6 @@ class Connection:
     def commit(self) -> None:
         try:
             self._pooled.commit()
+            self._leave_queue()
         except self._errors as error:
             raise self._translated(error, self._pooled) from error

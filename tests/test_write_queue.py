@@ -1,0 +1,141 @@
+"""SQLite: the service's writers wait for each other in a queue, never behind outside writers."""
+
+import fcntl
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.base import AppTestCase
+from todo import store, streams
+from todo.driver import Connection
+from todo.models import db
+
+TODOS = "/api/v1/todos"
+FIELDS = {"title": "held", "description": None, "completed": False, "deadline_at": None}
+# Long enough for anything here to finish, short enough that a hang fails instead of waiting.
+PATIENCE = 30
+
+
+class TestWriteQueue(AppTestCase):
+    def database_url(self) -> str:  # type: ignore[override]
+        folder = self.enterContext(tempfile.TemporaryDirectory())
+        self.path = Path(folder, "todo.sqlite")
+        return f"sqlite:///{self.path}"
+
+    def use(self, **settings: Any) -> None:
+        """Serve this test from an app with these settings, on a database of its own."""
+        with self.app.app_context():
+            db.engine.dispose()
+        self.app = self.make_app(**settings)
+        self.client = self.app.test_client()
+
+    def post_in_thread(self, title: str) -> tuple[threading.Thread, dict[str, Any]]:
+        """POST a todo from a thread of its own, as another request would; the answer comes
+        in the dict."""
+        answer: dict[str, Any] = {}
+
+        def post() -> None:
+            response = self.app.test_client().post(TODOS, json={"title": title})
+            answer["status"] = response.status_code
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        self.addCleanup(thread.join, PATIENCE)
+        return thread, answer
+
+    def queue_is_free(self) -> bool:
+        """Whether no writer holds the queue: a lock of the queue's file can be taken at once."""
+        fd = os.open(f"{self.path}-writers", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    def outside_writer(self) -> sqlite3.Connection:
+        """A connection of someone else's program that holds SQLite's write lock."""
+        outsider = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(outsider.close)
+        outsider.execute("BEGIN IMMEDIATE")
+        return outsider
+
+    def test_a_write_waits_for_the_one_before_it_instead_of_failing(self):
+        # Without a busy timeout, a write that met another one's lock answered 503 at once.
+        self.use(SQLITE_BUSY_TIMEOUT=0)
+        self.create(title="first")
+        self.assertTrue(Path(f"{self.path}-writers").exists())
+        with self.app.app_context(), Connection(db.engine) as first:
+            streams.ensure_started()
+            first.begin()
+            store.insert(first, FIELDS, None)
+            self.assertFalse(self.queue_is_free())
+            waiting, answer = self.post_in_thread("second")
+            # It waits as long as the first write holds the queue, however long that is.
+            waiting.join(0.5)
+            self.assertTrue(waiting.is_alive(), answer)
+            first.commit()
+        waiting.join(PATIENCE)
+        self.assertEqual(answer, {"status": 201})
+        titles = [todo["title"] for todo in self.client.get(TODOS).get_json()]
+        self.assertEqual(titles, ["first", "held", "second"])
+        self.assertTrue(self.queue_is_free())
+
+    def test_a_writer_outside_the_queue_is_waited_for_in_sqlite_within_the_busy_timeout(self):
+        self.use(SQLITE_BUSY_TIMEOUT=0)
+        self.create(title="before")
+        outsider = self.outside_writer()
+        response = self.client.post(TODOS, json={"title": "refused"})
+        self.assertProblem(response, 503)
+        self.assertEqual(response.headers["Retry-After"], "1")
+        self.assertTrue(self.queue_is_free())
+        outsider.execute("COMMIT")
+        self.create(title="after")
+        titles = [todo["title"] for todo in self.client.get(TODOS).get_json()]
+        self.assertEqual(titles, ["before", "after"])
+
+    def test_writes_waiting_for_an_outside_writer_do_not_queue_behind_each_other(self):
+        # Each waits out its own busy timeout at the same time as the others: held in the
+        # queue while they waited, the last would answer after all their timeouts in turn.
+        self.use(SQLITE_BUSY_TIMEOUT=1)
+        self.create(title="before")
+        self.outside_writer()
+        started = time.monotonic()
+        writers = [self.post_in_thread(f"refused {number}") for number in range(5)]
+        for thread, _ in writers:
+            thread.join(PATIENCE)
+        self.assertLess(time.monotonic() - started, 4)
+        self.assertEqual([answer for _, answer in writers], [{"status": 503}] * 5)
+
+    def test_a_worker_that_dies_holding_the_queue_lets_the_next_writer_in(self):
+        self.create(title="before")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_QUEUE, f"{self.path}-writers"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.addCleanup(holder.wait, PATIENCE)
+        self.addCleanup(holder.kill)
+        assert holder.stdout is not None
+        self.addCleanup(holder.stdout.close)
+        self.assertEqual(holder.stdout.readline(), "held\n")
+        self.assertFalse(self.queue_is_free())
+        holder.kill()
+        holder.wait(PATIENCE)
+        self.create(title="after")
+
+
+# A process that takes the queue, as a worker in the middle of a write does, and never lets go.
+HOLD_THE_QUEUE = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(3600)
+"""
