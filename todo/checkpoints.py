@@ -1,15 +1,15 @@
 """SQLite's WAL checkpoints, taken by a thread of each `todo serve` worker, not by a request.
 
 In WAL mode SQLite appends each commit to the `-wal` file and copies its pages back into the
-database (a checkpoint) from the commit that takes it past 1,000 pages: that request waits
-for the copy and its fsyncs, about 4 ms here against 0.2 for a write alone, and under load
-those requests made the writes' slowest percent (bench/README.md). Under `todo serve` each
-worker leaves the copy to a thread of its own, which checkpoints what it can every
-`INTERVAL` seconds without waiting for anyone (PASSIVE: a reader still on old pages keeps
-them, a checkpoint in another worker makes this one skip). The service's connections keep
-SQLite's own checkpoint, at `FALLBACK_PAGES`, so that the `-wal` file stays bounded if the
-thread falls behind or stops. Every other program on the file (the CLI, the Python
-interface, `flask run`) keeps SQLite's default.
+database (a checkpoint) from the commit that takes it past 1,000 pages: that request waits for
+the copy and its fsyncs, about 4 ms here against 0.2 for a write alone, and under load those
+requests were much of the writes' slowest percent (bench/README.md). Under `todo serve` each
+worker leaves the copy to a thread of its own, which checkpoints what it can every `INTERVAL`
+seconds without waiting for anyone (PASSIVE: a reader still on old pages keeps them, a
+checkpoint in another worker makes this one skip). The service's connections keep SQLite's own
+checkpoint, at `FALLBACK_PAGES`, so that the `-wal` file stays bounded if the thread falls
+behind or stops. Every other program on the file (the CLI, the Python interface, `flask run`)
+keeps SQLite's default.
 """
 
 import os
