@@ -1,14 +1,13 @@
 """SQLite's WAL checkpoints: off the requests under `todo serve`, SQLite's own elsewhere."""
 
 import sqlite3
-import tempfile
 import threading
 import time
-import unittest
 from pathlib import Path
 
 from sqlalchemy import text
 
+from tests.base import DatabaseTestCase
 from tests.server import Client
 from tests.test_server import TODOS, ServerTestCase
 from todo import checkpoints, create_app
@@ -37,10 +36,9 @@ def todos_in_the_database_file(path: Path) -> int | None:
         return None
 
 
-class TestCheckpointSettings(unittest.TestCase):
+class TestCheckpointSettings(DatabaseTestCase):
     def setUp(self) -> None:
-        folder = self.enterContext(tempfile.TemporaryDirectory())
-        self.app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/todo.sqlite"})
+        self.app = create_app({"SQLALCHEMY_DATABASE_URI": self.fresh_database_url()})
 
     def tearDown(self) -> None:
         with self.app.app_context():

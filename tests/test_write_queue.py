@@ -5,7 +5,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,9 +23,9 @@ PATIENCE = 30
 
 class TestWriteQueue(AppTestCase):
     def database_url(self) -> str:  # type: ignore[override]
-        folder = self.enterContext(tempfile.TemporaryDirectory())
-        self.path = Path(folder, "todo.sqlite")
-        return f"sqlite:///{self.path}"
+        url = self.fresh_database_url()
+        self.path = Path(url.removeprefix("sqlite:///"))
+        return url
 
     def use(self, **settings: Any) -> None:
         """Serve this test from an app with these settings, on a database of its own."""

@@ -20,6 +20,8 @@ import time
 from flask import Flask
 from sqlalchemy import Engine, event
 
+from todo import write_queue
+from todo.database import sqlite_file
 from todo.models import db
 
 INTERVAL = 0.05
@@ -32,11 +34,9 @@ def take_in_background(app: Flask) -> None:
     """Checkpoint the app's SQLite file from a thread of this process, from now on."""
     with app.app_context():
         engine: Engine = db.engine
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+    database = sqlite_file(engine)
+    if database is None:
         return
-    if database.startswith("file:"):
-        return  # a URI, which may name a database in memory: SQLite's default then
     event.listen(engine, "connect", _checkpoint_only_far_behind)
     # Connections made while the app started follow it too: they are made again.
     engine.dispose()
@@ -66,7 +66,7 @@ def _checkpoint_forever(database: str, app: Flask) -> None:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             warned = False
         except sqlite3.Error as error:
-            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+            if write_queue.is_busy(error):
                 continue  # another worker's checkpoint, under way
             if not warned:
                 app.logger.warning("A WAL checkpoint failed; SQLite's own one stands by: %s", error)

@@ -70,6 +70,17 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
     return options | user_options
 
 
+def sqlite_file(engine: Engine) -> str | None:
+    """Return the path of the engine's SQLite database file; None for an in-memory one or
+    another engine's database."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None  # a URI, which may name a database in memory
+    return database
+
+
 def _configure_sqlite_connection(dbapi_connection, connection_record) -> None:
     # Autocommit: a lone statement is its own transaction, which holds SQLite's one write
     # lock for the shortest time, and transactions start only where they are asked for
@@ -113,7 +124,8 @@ def init_app(app: Flask) -> None:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _configure_sqlite_connection)
             event.listen(engine, "begin", _begin_sqlite_transaction)
-            write_queue.attach(engine)
+            if (path := sqlite_file(engine)) is not None:
+                write_queue.attach(engine, path)
         elif engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _configure_postgresql_connection)
 

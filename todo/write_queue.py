@@ -36,11 +36,9 @@ class Place(NamedTuple):
     busy_timeout_ms: int
 
 
-def attach(engine: Engine) -> None:
-    """Give each new connection of a SQLite file's engine its own open file of the queue."""
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
+def attach(engine: Engine, database: str) -> None:
+    """Give each new connection of the engine of the SQLite file `database` its own open
+    file of the queue."""
     path = f"{database}-writers"
 
     def open_place(dbapi_connection, connection_record) -> None:

@@ -18,6 +18,8 @@ TITLE_MAX_LENGTH = 80
 DESCRIPTION_MAX_LENGTH = 120
 # Marks a column the API reads and writes but never shows; such columns come last.
 INTERNAL = {"internal": True}
+# The todos of someone: those a user's list reads (no one owns any in AUTH none).
+_OWNED = text("owner_id IS NOT NULL")
 
 
 def next_version(version: int | None) -> int:
@@ -36,8 +38,8 @@ class Todo(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's model 
             "ix_todos_owner_id_id",
             "owner_id",
             "id",
-            sqlite_where=text("owner_id IS NOT NULL"),
-            postgresql_where=text("owner_id IS NOT NULL"),
+            sqlite_where=_OWNED,
+            postgresql_where=_OWNED,
         ),
         # A list's changes since a cursor, in the order they were made (todo.sync).
         Index("ix_todos_change_stream_change_seq", "change_stream", "change_seq"),
