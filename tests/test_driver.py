@@ -3,10 +3,12 @@
 The tests use a small table of their own, so that they depend on no statement of the app.
 """
 
+import contextlib
 import time
 import unittest
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
 from sqlalchemy import (
     BigInteger,
@@ -32,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tests.base import DatabaseTestCase, across_databases
 from tests.proxy import closed_port
-from todo import create_app
+from todo import create_app, spares
 from todo.driver import Connection, Statement
 from todo.models import db
 
@@ -136,13 +138,16 @@ class TestConnection(DatabaseTestCase):
         METADATA.create_all(self.engine)
         self.addCleanup(METADATA.drop_all, self.engine)
 
-    def make_engine(self, url: str) -> Engine:
-        """Return the engine an app on `url` gets; it is disposed of when the test ends."""
+    def make_engine(self, url: str, keeps_spares: bool = True) -> Engine:
+        """Return the engine an app on `url` gets, keeping spare connections as a worker of
+        `todo serve` does, unless not `keeps_spares`; it is disposed of when the test ends."""
         app = create_app(
             {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SCHEMA_AUTO_UPGRADE": False}
         )
         with app.app_context():
             engine = db.engine
+        if keeps_spares:
+            spares.keep_for(engine)
         self.addCleanup(engine.dispose)
         return engine
 
@@ -232,6 +237,66 @@ class TestConnection(DatabaseTestCase):
         self.assertEqual(self.names(), ["kept"])
         with Connection(self.engine) as connection:
             self.assertFalse(connection.first(SELECT_ONE, {"probe_id": kept})[2])
+
+    def test_a_connection_used_before_sees_what_committed_since(self):
+        # The driver keeps the connections it used for the next ones, out of any
+        # transaction: MariaDB would otherwise still show a read's snapshot.
+        with Connection(self.engine) as connection:
+            self.assertSequenceEqual(connection.all(SELECT_ALL), [])
+        with self.engine.begin() as core:
+            core.execute(insert(PROBES), {"name": "committed since", "done": False})
+        self.assertEqual(self.names(), ["committed since"])
+
+    def test_connections_the_driver_gives_back_to_the_pool_run_transactions_again(self):
+        # More connections at once than the driver keeps: the last goes back to the pool,
+        # where the ORM and Core expect transactions (psycopg's reads ran in autocommit).
+        with contextlib.ExitStack() as stack:
+            for _ in range(self.engine.pool.size() + 1):
+                connection = stack.enter_context(Connection(self.engine))
+                self.assertSequenceEqual(connection.all(SELECT_ALL), [])
+        with self.engine.connect() as core:
+            core.execute(insert(PROBES), {"name": "rolled back", "done": False})
+            core.rollback()
+        self.assertEqual(self.names(), [])
+
+    def test_the_next_request_reuses_a_connection_unless_it_waited_too_long(self):
+        with Connection(self.engine) as connection:
+            connection.all(SELECT_ALL)
+        checked_out = []
+        event.listen(self.engine, "checkout", lambda dbapi, *_: checked_out.append(dbapi))
+        for waited_too_long in (False, True):
+            with self.subTest(waited_too_long=waited_too_long):
+                seconds = 0 if waited_too_long else spares.SPARE_SECONDS
+                with mock.patch.object(spares, "SPARE_SECONDS", seconds):
+                    for _ in range(3):
+                        with Connection(self.engine) as connection:
+                            connection.all(SELECT_ALL)
+                # Kept, it never went back to the pool; too old, it went back to the pool's
+                # own checks, and came out again.
+                self.assertEqual(len(checked_out), 3 if waited_too_long else 0)
+                checked_out.clear()
+
+    def test_outside_todo_serve_every_connection_goes_back_to_the_pool(self):
+        # The Python interface may make apps and drop them: a connection kept out of the pool
+        # would keep its engine alive, and its connections open, for good.
+        engine = self.make_engine(self.fresh_database_url(), keeps_spares=False)
+        with contextlib.ExitStack() as stack:
+            for _ in range(3):
+                stack.enter_context(Connection(engine)).execute("SELECT 1")
+        self.assertEqual(engine.pool.checkedout(), 0)
+
+    def test_disposing_of_the_engine_closes_every_connection_the_driver_kept(self):
+        self.engine.dispose()
+        opened, closed = [], []
+        event.listen(self.engine, "connect", lambda dbapi, *_: opened.append(dbapi))
+        for name in ("close", "close_detached"):
+            event.listen(self.engine, name, lambda dbapi, *_: closed.append(dbapi))
+        with contextlib.ExitStack() as stack:
+            for _ in range(3):
+                stack.enter_context(Connection(self.engine)).all(SELECT_ALL)
+        self.engine.dispose()
+        self.assertEqual(len(opened), 3)
+        self.assertCountEqual(closed, opened)
 
     def test_a_statement_outside_begin_commits_only_where_lone_statements_autocommit(self):
         # SQLite and psycopg run lone statements in autocommit (reads then cost no BEGIN and

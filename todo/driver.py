@@ -23,7 +23,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement, ColumnElement, literal_column
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from todo import write_queue
+from todo import spares, write_queue
 
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
 # How each engine starts a read-only transaction that sees one moment of the database.
@@ -108,11 +108,11 @@ class Statement:
 
 
 class Connection:
-    """A connection checked out of an engine's pool for one transaction, as a context manager.
+    """A connection of an engine's for one transaction, as a context manager.
 
     On PostgreSQL and MariaDB the statements run in one transaction until `commit`; on
     SQLite each is its own unless `begin` started one. Whatever was not committed is rolled
-    back when the pool takes the connection back, on leaving the `with` block.
+    back when the connection is given back, on leaving the `with` block.
     """
 
     _pooled: PoolProxiedConnection
@@ -120,10 +120,11 @@ class Connection:
     def __init__(self, engine: Engine):
         self.dialect = engine.dialect
         self._engine = engine
+        self._spares = spares.of(engine)
         self._errors = engine.dialect.loaded_dbapi.Error
         # psycopg runs lone statements in autocommit until `begin`: a read then costs one
-        # round trip, with no BEGIN before it and no ROLLBACK when the pool takes the
-        # connection back. (Switching costs PyMySQL a round trip, so MariaDB does not.)
+        # round trip, with no BEGIN before it and no ROLLBACK when the connection is given
+        # back. (Switching costs PyMySQL a round trip, so MariaDB does not.)
         self._reads_in_autocommit = engine.dialect.name == "postgresql"
 
     def __enter__(self) -> "Connection":
@@ -131,46 +132,66 @@ class Connection:
         return self
 
     def _checkout(self) -> PoolProxiedConnection:
+        pooled = self._spares.take()
         try:
-            pooled = self._engine.raw_connection()
+            if pooled is None:
+                pooled = self._engine.raw_connection()
             if self._reads_in_autocommit:
-                pooled.driver_connection.autocommit = True  # type: ignore[union-attr]
+                driver = pooled.driver_connection
+                if not driver.autocommit:  # type: ignore[union-attr]
+                    driver.autocommit = True  # type: ignore[union-attr]
         except self._errors as error:
-            raise self._translated(error, None) from error
+            translated = self._translated(error, pooled)
+            if pooled is not None:
+                pooled.close()
+            raise translated from error
         # Whether no statement has run on the connection yet in this checkout, and whether
         # `begin` has been called.
         self._fresh = True
         self._in_transaction = False
+        # Whether a statement has run since the checkout or the last commit.
+        self._since_commit = False
         # Where this connection holds SQLite's queue of writers (todo.write_queue), if it does.
         self._queued: write_queue.Place | None = None
         return pooled
 
     def __exit__(self, *exc_info) -> None:
-        driver = self._pooled.driver_connection  # None once invalidated
+        pooled = self._pooled
+        driver = pooled.driver_connection  # None once invalidated
+        kept = False
         try:
             if self._queued is not None:
                 # The queue moves on once nothing of this write holds SQLite's lock, and
                 # before the connection, with the queue's open file, can go to another thread.
                 try:
                     if driver is not None:
-                        self._pooled.rollback()
+                        pooled.rollback()
                 finally:
                     self._leave_queue()
-            if self._reads_in_autocommit and driver is not None and driver.autocommit:
-                # The rest of the app (the ORM, migrations) expects transactions.
-                driver.autocommit = False
+            kept = driver is not None and self._kept_spare(pooled, driver)
         except self._errors as error:
-            self._translated(error, self._pooled)
+            self._translated(error, pooled)
         finally:
-            self._pooled.close()
+            if not kept:
+                self._spares.give_back(pooled)
+
+    def _kept_spare(self, pooled: PoolProxiedConnection, driver: Any) -> bool:
+        """Keep the connection for the next one, out of any transaction, if spares are kept."""
+        if not self._spares.most:
+            return False
+        if self._since_commit and self._spares.in_transaction(driver):
+            pooled.rollback()
+        return self._spares.keep(pooled)
 
     def _translated(
         self, error: DBAPIModule.Error, pooled: PoolProxiedConnection | None
     ) -> StatementError:
-        """Turn a driver error into SQLAlchemy's, dropping the connection if it broke."""
+        """Turn a driver error into SQLAlchemy's, dropping the connection if it broke (and
+        the spares, which the pool then replaces if they broke too)."""
         broken = self.dialect.is_disconnect(error, pooled, None)
         if broken and pooled is not None:
             pooled.invalidate(error)
+            self._spares.give_all_back()
         return DBAPIError.instance(
             None, None, error, self._errors, connection_invalidated=broken, dialect=self.dialect
         )
@@ -200,6 +221,7 @@ class Connection:
         transaction that only `commit` ends, or in psycopg's autocommit, which only reads do
         (every write calls `begin` first). SQLite never disconnects.
         """
+        self._since_commit = True
         try:
             with closing(self._cursor(statement, values, many)) as cursor:
                 outcome = result(cursor)
@@ -212,7 +234,7 @@ class Connection:
             translated = self._translated(error, self._pooled)
             if not (self._fresh and translated.connection_invalidated):
                 raise translated from error
-            self._pooled.close()
+            self._spares.give_back(self._pooled)
             self._pooled = self._checkout()
             if self._in_transaction:
                 self._leave_autocommit()
@@ -296,6 +318,7 @@ class Connection:
     def commit(self) -> None:
         try:
             self._pooled.commit()
+            self._since_commit = False
             self._leave_queue()
         except self._errors as error:
             raise self._translated(error, self._pooled) from error

@@ -16,8 +16,9 @@ from dataclasses import dataclass, fields
 
 from flask import Flask
 
-from todo import checkpoints, create_app
+from todo import checkpoints, create_app, spares
 from todo.config import SettingsError, configure
+from todo.models import db
 
 # The factory each worker calls to build its own app.
 WORKER_APP = "todo.serve:worker_app"
@@ -176,6 +177,8 @@ def worker_app() -> Flask:
     _take_stop_signals_on_a_thread_of_their_own()
     app = create_app()
     checkpoints.take_in_background(app)
+    with app.app_context():
+        spares.keep_for(db.engine)
     # The app's objects live as long as the worker, yet every full collection would walk
     # them again: frozen, they stay out of the collector's way (bench/README.md, history).
     gc.freeze()
