@@ -9,7 +9,6 @@ exception classes, and a connection that broke is dropped from the pool, as Core
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
 from operator import attrgetter, methodcaller
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -77,11 +76,18 @@ class Statement:
     def __init__(self, statement: ClauseElement):
         self.statement = statement
         self._compiled: WeakKeyDictionary[Dialect, _Compiled] = WeakKeyDictionary()
+        # The dialect it was last compiled for, with the result: a process serves one
+        # database, and a weak dictionary's lookup makes a weak reference each time.
+        self._last: tuple[Dialect, _Compiled] | None = None
 
     def compiled(self, dialect: Dialect) -> _Compiled:
+        last = self._last
+        if last is not None and last[0] is dialect:
+            return last[1]
         compiled = self._compiled.get(dialect)
         if compiled is None:
             compiled = self._compiled[dialect] = self._compile(dialect)
+        self._last = (dialect, compiled)
         return compiled
 
     def _compile(self, dialect: Dialect) -> _Compiled:
@@ -223,8 +229,11 @@ class Connection:
         """
         self._since_commit = True
         try:
-            with closing(self._cursor(statement, values, many)) as cursor:
+            cursor = self._cursor(statement, values, many)
+            try:
                 outcome = result(cursor)
+            finally:
+                cursor.close()
         except self._errors as error:
             if self._queued is not None and self._refused_at_once(error):
                 # A writer outside the queue holds SQLite's lock, and the statement did
