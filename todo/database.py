@@ -119,6 +119,10 @@ def init_app(app: Flask) -> None:
     """Bind the database to the app with the engine options its engine needs."""
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     db.init_app(app)
+    # Flask-SQLAlchemy ends every app context by removing its session, opened or not, which
+    # raises and catches a KeyError when none was: the API's requests open none.
+    app.teardown_appcontext_funcs.remove(db._teardown_session)
+    app.teardown_appcontext(_remove_open_session)
     with app.app_context():
         engine: Engine = db.engine
         if engine.dialect.name == "sqlite":
@@ -128,6 +132,11 @@ def init_app(app: Flask) -> None:
                 write_queue.attach(engine, path)
         elif engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _configure_postgresql_connection)
+
+
+def _remove_open_session(error: BaseException | None) -> None:
+    if db.session.registry.has():
+        db.session.remove()
 
 
 def database_answers() -> bool:
