@@ -4,6 +4,10 @@ The tests use a small table of their own, so that they depend on no statement of
 """
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 import unittest
 from datetime import datetime
@@ -396,3 +400,29 @@ class TestConnection(DatabaseTestCase):
             with Connection(self.make_engine(url)):
                 pass
         self.assertSameKindAsTheDrivers(caught.exception)
+
+
+@across_databases
+class TestSparesOfAWorker(DatabaseTestCase):
+    """A worker of `todo serve`, built by its own factory in a process of its own."""
+
+    def test_a_worker_keeps_up_to_its_pools_size_of_connections_and_nothing_else_does(self):
+        code = (
+            "import json, todo\n"
+            "from todo import serve, spares\n"
+            "from todo.models import db\n"
+            "kept = {}\n"
+            "for name, make in (('worker', serve.worker_app), ('python', todo.create_app)):\n"
+            "    with make().app_context():\n"
+            "        kept[name] = spares.of(db.engine).most\n"
+            "        kept['pool'] = db.engine.pool.size()\n"
+            "print(json.dumps(kept))\n"
+        )
+        env = {**os.environ, "DATABASE_URL": self.fresh_database_url()}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        kept = json.loads(done.stdout.splitlines()[-1])
+        self.assertEqual(kept, {"worker": kept["pool"], "python": 0, "pool": kept["pool"]})
+        self.assertGreater(kept["pool"], 0)

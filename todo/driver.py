@@ -192,8 +192,8 @@ class Connection:
     def _translated(
         self, error: DBAPIModule.Error, pooled: PoolProxiedConnection | None
     ) -> StatementError:
-        """Turn a driver error into SQLAlchemy's, dropping the connection if it broke (and
-        the spares, which the pool then replaces if they broke too)."""
+        """Turn a driver error into SQLAlchemy's, dropping the connection if it broke and
+        giving the spares back to the pool (what broke one, a server restart, broke them too)."""
         broken = self.dialect.is_disconnect(error, pooled, None)
         if broken and pooled is not None:
             pooled.invalidate(error)
