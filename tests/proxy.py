@@ -13,6 +13,8 @@ class TcpRelay:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        # Whether what the server sends is dropped instead of relayed (`mute`).
+        self._muted = False
 
     def start(self) -> None:
         """Listen (on the same port as before, after a stop) and relay every connection."""
@@ -27,6 +29,15 @@ class TcpRelay:
             self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
+        self.cut()
+
+    def mute(self) -> None:
+        """Drop what the server sends from now on: its answers are lost on the way."""
+        self._muted = True
+
+    def cut(self) -> None:
+        """Cut the open connections, and relay the next ones in full again."""
+        self._muted = False
         with self._lock:
             for sock in self._sockets:
                 try:
@@ -50,14 +61,16 @@ class TcpRelay:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, answers), daemon=True
+                ).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not (answers and self._muted):
+                    sink.sendall(data)
         except OSError:
             pass
         finally:

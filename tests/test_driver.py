@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import unittest
 from datetime import datetime
@@ -37,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tests.base import DatabaseTestCase, across_databases
-from tests.proxy import closed_port
+from tests.proxy import TcpRelay, closed_port
 from todo import create_app, spares
 from todo.driver import Connection, Statement
 from todo.models import db
@@ -400,6 +401,53 @@ class TestConnection(DatabaseTestCase):
             with Connection(self.make_engine(url)):
                 pass
         self.assertSameKindAsTheDrivers(caught.exception)
+
+
+class TestLoneWritesOnPostgres(DatabaseTestCase):
+    """On PostgreSQL a lone write on an open connection commits on its own, in one round trip:
+    after a disconnect it may have committed, so it is an error, not a rerun."""
+
+    database = "Postgres"
+    setUp = TestConnection.setUp
+    make_engine = TestConnection.make_engine
+    add = TestConnection.add
+    names = TestConnection.names
+
+    def test_a_lone_write_whose_answer_was_lost_is_not_run_again(self):
+        server = make_url(self.server_database_url())
+        relay = TcpRelay(server.host or "127.0.0.1", server.port or 5432)
+        relay.start()
+        self.addCleanup(relay.stop)
+        through = server.set(host="127.0.0.1", port=relay.port)
+        engine = self.make_engine(through.render_as_string(hide_password=False))
+        with Connection(engine) as connection:
+            connection.all(SELECT_ALL)
+        relay.mute()
+        outcome: list[DBAPIError | str] = []
+
+        def write() -> None:
+            try:
+                with Connection(engine) as connection:
+                    connection.begin(lone=True)
+                    self.add(connection, "once")
+                    connection.commit()
+                outcome.append("acknowledged")
+            except DBAPIError as error:
+                outcome.append(error)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        deadline = time.monotonic() + SESSION_END_TIMEOUT
+        while self.names() != ["once"]:
+            self.assertLess(time.monotonic(), deadline, "the write did not reach the server")
+            time.sleep(0.02)
+        relay.cut()
+        writer.join(SESSION_END_TIMEOUT)
+        self.assertEqual(len(outcome), 1)
+        # The disconnect itself, not what running it again would meet (the name is unique).
+        self.assertIsInstance(outcome[0], DBAPIError)
+        self.assertTrue(outcome[0].connection_invalidated, outcome[0])
+        self.assertEqual(self.names(), ["once"])
 
 
 @across_databases

@@ -8,6 +8,7 @@ runs the driver's cursor and reads its tuples. Driver errors come out as SQLAlch
 exception classes, and a connection that broke is dropped from the pool, as Core does.
 """
 
+import select
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter, methodcaller
 from types import MappingProxyType
@@ -25,6 +26,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from todo import spares, write_queue
 
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+# libpq's status of a connection in working order (CONNECTION_OK).
+_PSYCOPG_OK = 0
 # How each engine starts a read-only transaction that sees one moment of the database.
 # PostgreSQL (whose driver begins the transaction) takes the level before the first read;
 # MariaDB's consistent snapshot needs its own START; SQLite's WAL gives a reader a snapshot.
@@ -117,7 +120,8 @@ class Connection:
     """A connection of an engine's for one transaction, as a context manager.
 
     On PostgreSQL and MariaDB the statements run in one transaction until `commit`; on
-    SQLite each is its own unless `begin` started one. Whatever was not committed is rolled
+    SQLite each is its own unless `begin` started one, and so is a lone write on PostgreSQL
+    (`begin`). Whatever was not committed is rolled
     back when the connection is given back, on leaving the `with` block.
     """
 
@@ -155,6 +159,8 @@ class Connection:
         # `begin` has been called.
         self._fresh = True
         self._in_transaction = False
+        # Whether a lone write runs in psycopg's autocommit, committing on its own.
+        self._alone = False
         # Whether a statement has run since the checkout or the last commit.
         self._since_commit = False
         # Where this connection holds SQLite's queue of writers (todo.write_queue), if it does.
@@ -224,8 +230,8 @@ class Connection:
 
         The first statement on a pooled connection that turns out to have died (a server
         restart) runs again on a new one: nothing of it took effect, since it ran in a
-        transaction that only `commit` ends, or in psycopg's autocommit, which only reads do
-        (every write calls `begin` first). SQLite never disconnects.
+        transaction that only `commit` ends, or in psycopg's autocommit as a read. A lone
+        write in autocommit is not run again (`_gone`). SQLite never disconnects.
         """
         self._since_commit = True
         try:
@@ -241,7 +247,7 @@ class Connection:
                 self._leave_queue()
                 return self._run(statement, values, result, many)
             translated = self._translated(error, self._pooled)
-            if not (self._fresh and translated.connection_invalidated):
+            if not (self._fresh and translated.connection_invalidated) or self._alone:
                 raise translated from error
             self._spares.give_back(self._pooled)
             self._pooled = self._checkout()
@@ -287,9 +293,10 @@ class Connection:
 
         SQLite connections run in autocommit (todo.database), and this takes SQLite's write
         lock at once, so that a read in the transaction never has to be upgraded to a write;
-        a `lone` statement, the write's only one, is a transaction of its own there.
-        psycopg's leaves autocommit; PostgreSQL and MariaDB then start the transaction with
-        the first statement and lock rows as needed.
+        a `lone` statement, the write's only one, is a transaction of its own there, and on
+        PostgreSQL too, when it is the connection's first (see `_gone`). Otherwise psycopg's
+        leaves autocommit; PostgreSQL and MariaDB then start the transaction with the first
+        statement and lock rows as needed.
         """
         if self.dialect.name == "sqlite":
             if self._queued is None:
@@ -297,7 +304,31 @@ class Connection:
             if not lone:
                 self.execute("BEGIN IMMEDIATE")
         elif self._reads_in_autocommit:
-            self._leave_autocommit()
+            if lone and self._fresh and not self._gone():
+                self._alone = True
+            else:
+                self._leave_autocommit()
+
+    def _gone(self) -> bool:
+        """Tell, without a round trip, whether the server has closed this idle connection.
+
+        A write that commits on its own in psycopg's autocommit takes one round trip where a
+        transaction takes three (BEGIN, the statement, COMMIT), but it cannot run again on a
+        new connection after a disconnect, since it may have committed. So it runs so only on
+        a connection still open: a server that went away (a restart) said so on the socket,
+        or closed it. Otherwise the write takes a transaction, whose first statement does run
+        again on a new connection.
+        """
+        driver = self._pooled.driver_connection
+        if driver is None or driver.closed:
+            return True
+        if not select.select([driver.fileno()], [], [], 0)[0]:
+            return False
+        try:
+            driver.pgconn.consume_input()
+        except self._errors:
+            return True
+        return driver.pgconn.status != _PSYCOPG_OK
 
     def _refused_at_once(self, error: Exception) -> bool:
         """Whether SQLite refused a statement outside a transaction for its lock, at once."""
