@@ -5,13 +5,15 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import unittest
 from pathlib import Path
 from typing import Any
 
 from tests.base import AppTestCase
-from todo import store, streams
+from todo import store, streams, write_queue
 from todo.driver import Connection
 from todo.models import db
 
@@ -138,3 +140,30 @@ fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 time.sleep(3600)
 """
+
+
+class TestBusy(unittest.TestCase):
+    def test_every_kind_of_sqlite_busy_is_busy_and_nothing_else(self):
+        # SQLite reports its extended codes (SQLITE_BUSY_RECOVERY while another worker
+        # recovers the WAL, SQLITE_BUSY_SNAPSHOT here): each is a busy database all the same.
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "busy.sqlite")
+            reader = sqlite3.connect(path, isolation_level=None, timeout=0)
+            writer = sqlite3.connect(path, isolation_level=None, timeout=0)
+            try:
+                reader.execute("PRAGMA journal_mode=WAL")
+                reader.execute("CREATE TABLE t (x)")
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM t").fetchall()
+                writer.execute("INSERT INTO t VALUES (1)")
+                with self.assertRaises(sqlite3.OperationalError) as snapshot:
+                    reader.execute("INSERT INTO t VALUES (2)")
+                self.assertNotEqual(snapshot.exception.sqlite_errorcode, sqlite3.SQLITE_BUSY)
+                self.assertTrue(write_queue.is_busy(snapshot.exception))
+                reader.execute("ROLLBACK")
+                with self.assertRaises(sqlite3.OperationalError) as missing:
+                    reader.execute("SELECT * FROM no_such_table")
+                self.assertFalse(write_queue.is_busy(missing.exception))
+            finally:
+                reader.close()
+                writer.close()

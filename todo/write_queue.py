@@ -91,5 +91,8 @@ def leave(pooled: PoolProxiedConnection, place: Place) -> None:
 
 
 def is_busy(error: Exception) -> bool:
-    """Whether SQLite refused a statement because another connection holds its lock."""
-    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    """Whether SQLite refused a statement because another connection holds its lock, or is
+    recovering the WAL, or holds a snapshot too old: every SQLITE_BUSY, whose extended codes
+    (SQLITE_BUSY_RECOVERY, ...) keep it in their low byte."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
