@@ -134,9 +134,8 @@ class TestStatement(unittest.TestCase):
                 self.assertEqual(bound, values | {constant: 1000})
 
 
-@across_databases
-class TestConnection(DatabaseTestCase):
-    """A connection of the app's own engine, on a fresh database with the probe table."""
+class ProbeTableTestCase(DatabaseTestCase):
+    """Tests of the app's own engine, on a fresh database with the probe table."""
 
     def setUp(self) -> None:
         self.engine = self.make_engine(self.fresh_database_url())
@@ -169,6 +168,11 @@ class TestConnection(DatabaseTestCase):
         """Assert a SQLAlchemy exception wrapping a driver error of the matching DB-API class."""
         self.assertIsInstance(error.orig, self.engine.dialect.loaded_dbapi.Error)
         self.assertIn(type(error).__name__, {kind.__name__ for kind in type(error.orig).__mro__})
+
+
+@across_databases
+class TestConnection(ProbeTableTestCase):
+    """A connection of the app's own engine."""
 
     def test_insert_returns_each_new_key(self):
         with Connection(self.engine) as connection:
@@ -403,15 +407,11 @@ class TestConnection(DatabaseTestCase):
         self.assertSameKindAsTheDrivers(caught.exception)
 
 
-class TestLoneWritesOnPostgres(DatabaseTestCase):
+class TestLoneWritesOnPostgres(ProbeTableTestCase):
     """On PostgreSQL a lone write on an open connection commits on its own, in one round trip:
     after a disconnect it may have committed, so it is an error, not a rerun."""
 
     database = "Postgres"
-    setUp = TestConnection.setUp
-    make_engine = TestConnection.make_engine
-    add = TestConnection.add
-    names = TestConnection.names
 
     def test_a_lone_write_whose_answer_was_lost_is_not_run_again(self):
         server = make_url(self.server_database_url())

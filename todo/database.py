@@ -3,7 +3,6 @@
 The schema is brought to the latest migration at start, once, however many workers start.
 """
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -262,8 +261,8 @@ def _upgrade_at_start(app: Flask, state: _SchemaState) -> None:
 
 
 def _sqlite_locked(error: Exception) -> bool:
-    cause = getattr(error, "orig", None)
-    return isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause)
+    # Another worker migrating the same file holds SQLite's lock.
+    return write_queue.is_busy(getattr(error, "orig", error))
 
 
 def _unavailable() -> ServiceUnavailable:

@@ -132,10 +132,9 @@ class Connection:
         self._engine = engine
         self._spares = spares.of(engine)
         self._errors = engine.dialect.loaded_dbapi.Error
-        # psycopg runs lone statements in autocommit until `begin`: a read then costs one
-        # round trip, with no BEGIN before it and no ROLLBACK when the connection is given
-        # back. (Switching costs PyMySQL a round trip, so MariaDB does not.)
-        self._reads_in_autocommit = engine.dialect.name == "postgresql"
+        # Lone statements run in autocommit until `begin` on PostgreSQL (todo.spares says
+        # why, and takes a connection out of it before the pool gets it back).
+        self._reads_in_autocommit = self._spares.reads_in_autocommit
 
     def __enter__(self) -> "Connection":
         self._pooled = self._checkout()
