@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.base import AppTestCase
-from todo import store, streams, write_queue
+from todo import spares, store, streams, write_queue
 from todo.driver import Connection
 from todo.models import db
 
@@ -130,6 +130,59 @@ class TestWriteQueue(AppTestCase):
         holder.kill()
         holder.wait(PATIENCE)
         self.create(title="after")
+
+    def test_the_pool_hands_out_connections_that_wait_for_the_lock_as_configured(self):
+        # A connection that joined the queue is refused at once by SQLite until it goes back
+        # to the pool: the ORM, the CLI and the next request find it waiting as configured.
+        self.use(SQLITE_BUSY_TIMEOUT=7)
+        self.create(title="written")
+        with self.app.app_context():
+            spares.of(db.engine).give_all_back()
+            pooled = [db.engine.raw_connection() for _ in range(db.engine.pool.checkedin())]
+            try:
+                timeouts = [
+                    connection.driver_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+                    for connection in pooled
+                ]
+            finally:
+                for connection in pooled:
+                    connection.close()
+        self.assertTrue(timeouts)
+        self.assertEqual(timeouts, [7000] * len(timeouts))
+
+
+class TestWriteQueueOfAWorker(TestWriteQueue):
+    """The same with connections kept between requests, as a worker of `todo serve` keeps them
+    (todo.spares): one that joined the queue stays refused at once by SQLite meanwhile."""
+
+    def make_app(self, **overrides: Any):
+        app = super().make_app(**overrides)
+        with app.app_context():
+            spares.keep_for(db.engine)
+        return app
+
+    def test_a_kept_connection_waits_for_an_outside_writer_as_configured(self):
+        self.create(title="before")
+        outsider = self.outside_writer()
+        waiting, answer = self.post_in_thread("after")
+        # Refused at once, it would answer 503 now; it waits out of the queue instead.
+        waiting.join(0.5)
+        self.assertTrue(waiting.is_alive(), answer)
+        self.assertTrue(self.queue_is_free())
+        outsider.execute("COMMIT")
+        waiting.join(PATIENCE)
+        self.assertEqual(answer, {"status": 201})
+        self.create(title="later")
+        titles = [todo["title"] for todo in self.client.get(TODOS).get_json()]
+        self.assertEqual(titles, ["before", "after", "later"])
+
+    def test_a_kept_connection_reads_while_an_outside_writer_holds_the_lock(self):
+        self.create(title="before")
+        outsider = self.outside_writer()
+        outsider.execute("DELETE FROM todos")
+        response = self.client.get(TODOS)
+        self.assertEqual(response.status_code, 200, response.get_data(as_text=True))
+        self.assertEqual([todo["title"] for todo in response.get_json()], ["before"])
 
 
 # A process that takes the queue, as a worker in the middle of a write does, and never lets go.

@@ -240,10 +240,12 @@ class Connection:
             finally:
                 cursor.close()
         except self._errors as error:
-            if self._queued is not None and self._refused_at_once(error):
-                # A writer outside the queue holds SQLite's lock, and the statement did
-                # nothing: it waits for it in SQLite's busy handler, out of the queue.
+            if write_queue.refused_at_once(self._pooled, error):
+                # A writer outside the queue holds SQLite's lock (or, for a read, another
+                # connection recovers the WAL), and the statement did nothing: it waits for
+                # the lock in SQLite's busy handler, as configured, out of the queue.
                 self._leave_queue()
+                write_queue.waits_as_configured(self._pooled)
                 return self._run(statement, values, result, many)
             translated = self._translated(error, self._pooled)
             if not (self._fresh and translated.connection_invalidated) or self._alone:
@@ -329,15 +331,10 @@ class Connection:
             return True
         return driver.pgconn.status != _PSYCOPG_OK
 
-    def _refused_at_once(self, error: Exception) -> bool:
-        """Whether SQLite refused a statement outside a transaction for its lock, at once."""
-        driver = self._pooled.driver_connection
-        return write_queue.is_busy(error) and driver is not None and not driver.in_transaction
-
     def _leave_queue(self) -> None:
         place, self._queued = self._queued, None
         if place is not None:
-            write_queue.leave(self._pooled, place)
+            write_queue.leave(place)
 
     def _leave_autocommit(self) -> None:
         """From here on, statements run in a transaction that `commit` ends."""
@@ -351,6 +348,9 @@ class Connection:
         """Start a read-only transaction whose reads all see the same moment; `commit` ends it."""
         if self._reads_in_autocommit:
             self._leave_autocommit()
+        elif self.dialect.name == "sqlite":
+            # Its first read, once BEGIN has run, is not run again if SQLite refuses it.
+            write_queue.waits_as_configured(self._pooled)
         for statement in _SNAPSHOT[self.dialect.name]:
             self.execute(statement)
 

@@ -12,13 +12,23 @@ that holds the queue tries SQLite's lock without waiting, and if it is taken, le
 queue and waits in SQLite's busy handler as every write did before, so
 `TODO_SQLITE_BUSY_TIMEOUT` still bounds each wait. A thread that holds the queue and begins
 another write on a second connection does not queue behind itself.
+
+Setting SQLite's busy timeout takes a statement (`PRAGMA busy_timeout`), which cost a write 7 %
+of its time when it was set to 0 on joining the queue and back on leaving (bench/README.md).
+So a connection that joined the queue once stays at 0 until it goes back to SQLAlchemy's pool,
+which gets it back waiting as configured; under `todo serve` the driver keeps its connections
+between requests (todo.spares), and a write's connection sets nothing. A statement that such a
+connection's SQLite refuses at once, outside a transaction, did nothing: the driver runs it
+again waiting as configured (todo.driver), out of the queue. (In WAL mode a read meets the
+lock only while another connection recovers the WAL.)
 """
 
 import fcntl
 import os
 import sqlite3
 import threading
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import PoolProxiedConnection
@@ -28,12 +38,16 @@ _QUEUE = "todo.write_queue"
 _holder = threading.local()
 
 
-class Place(NamedTuple):
+@dataclass(slots=True)
+class Place:
     """A connection's own open file of the queue (a flock belongs to one open file, so two
-    connections of one process wait for each other too), and the busy timeout it restores."""
+    connections of one process wait for each other too), its configured busy timeout, and
+    whether it waits that long now (False: SQLite refuses it at once, since it joined the
+    queue)."""
 
     fd: int
     busy_timeout_ms: int
+    waits: bool = True
 
 
 def attach(engine: Engine, database: str) -> None:
@@ -55,8 +69,14 @@ def attach(engine: Engine, database: str) -> None:
         if place is not None:
             os.close(place.fd)
 
+    def wait_in_the_pool(dbapi_connection, connection_record) -> None:
+        place = connection_record.info.get(_QUEUE)
+        if place is not None and dbapi_connection is not None:  # None once invalidated
+            _wait_as_configured(dbapi_connection, place)
+
     event.listen(engine, "connect", open_place)
     event.listen(engine, "close", close_place)
+    event.listen(engine, "checkin", wait_in_the_pool)
 
 
 def join(pooled: PoolProxiedConnection) -> Place | None:
@@ -70,24 +90,47 @@ def join(pooled: PoolProxiedConnection) -> Place | None:
         return None
     fcntl.flock(place.fd, fcntl.LOCK_EX)
     _holder.fd = place.fd
-    try:
-        pooled.driver_connection.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
-    except BaseException:
-        fcntl.flock(place.fd, fcntl.LOCK_UN)
-        _holder.fd = None
-        raise
+    if place.waits:
+        try:
+            pooled.driver_connection.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
+        except BaseException:
+            leave(place)
+            raise
+        place.waits = False
     return place
 
 
-def leave(pooled: PoolProxiedConnection, place: Place) -> None:
-    """Let the next writer in; the connection waits for SQLite's lock again as configured."""
-    driver = pooled.driver_connection  # None once invalidated, and closed
-    try:
-        if driver is not None:
-            driver.execute(f"PRAGMA busy_timeout = {place.busy_timeout_ms}")
-    finally:
-        fcntl.flock(place.fd, fcntl.LOCK_UN)
-        _holder.fd = None
+def leave(place: Place) -> None:
+    """Let the next writer in. The connection stays refused at once (`waits_as_configured`)."""
+    fcntl.flock(place.fd, fcntl.LOCK_UN)
+    _holder.fd = None
+
+
+def refused_at_once(pooled: PoolProxiedConnection, error: Exception) -> bool:
+    """Whether SQLite refused a statement on this connection for its lock without waiting,
+    outside a transaction: a statement that did nothing, to run again `waits_as_configured`."""
+    place = pooled.info.get(_QUEUE)
+    driver = pooled.driver_connection
+    return (
+        place is not None
+        and not place.waits
+        and is_busy(error)
+        and driver is not None
+        and not driver.in_transaction
+    )
+
+
+def waits_as_configured(pooled: PoolProxiedConnection) -> None:
+    """Have the connection wait for SQLite's lock as configured, until it joins the queue."""
+    place = pooled.info.get(_QUEUE)
+    if place is not None and pooled.driver_connection is not None:
+        _wait_as_configured(pooled.driver_connection, place)
+
+
+def _wait_as_configured(dbapi_connection: Any, place: Place) -> None:
+    if not place.waits:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {place.busy_timeout_ms}")
+        place.waits = True
 
 
 def is_busy(error: Exception) -> bool:
