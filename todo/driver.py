@@ -121,8 +121,8 @@ class Connection:
 
     On PostgreSQL and MariaDB the statements run in one transaction until `commit`; on
     SQLite each is its own unless `begin` started one, and so is a lone write on PostgreSQL
-    (`begin`). Whatever was not committed is rolled
-    back when the connection is given back, on leaving the `with` block.
+    (`begin`). Whatever was not committed is rolled back when the connection is given back,
+    on leaving the `with` block.
     """
 
     _pooled: PoolProxiedConnection
@@ -348,9 +348,8 @@ class Connection:
         """Start a read-only transaction whose reads all see the same moment; `commit` ends it."""
         if self._reads_in_autocommit:
             self._leave_autocommit()
-        elif self.dialect.name == "sqlite":
-            # Its first read, once BEGIN has run, is not run again if SQLite refuses it.
-            write_queue.waits_as_configured(self._pooled)
+        # On SQLite its first read, once BEGIN has run, is not run again if refused at once.
+        write_queue.waits_as_configured(self._pooled)
         for statement in _SNAPSHOT[self.dialect.name]:
             self.execute(statement)
 

@@ -72,7 +72,7 @@ def attach(engine: Engine, database: str) -> None:
     def wait_in_the_pool(dbapi_connection, connection_record) -> None:
         place = connection_record.info.get(_QUEUE)
         if place is not None and dbapi_connection is not None:  # None once invalidated
-            _wait_as_configured(dbapi_connection, place)
+            _set_waits(dbapi_connection, place, True)
 
     event.listen(engine, "connect", open_place)
     event.listen(engine, "close", close_place)
@@ -90,13 +90,11 @@ def join(pooled: PoolProxiedConnection) -> Place | None:
         return None
     fcntl.flock(place.fd, fcntl.LOCK_EX)
     _holder.fd = place.fd
-    if place.waits:
-        try:
-            pooled.driver_connection.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
-        except BaseException:
-            leave(place)
-            raise
-        place.waits = False
+    try:
+        _set_waits(pooled.driver_connection, place, False)
+    except BaseException:
+        leave(place)
+        raise
     return place
 
 
@@ -124,13 +122,14 @@ def waits_as_configured(pooled: PoolProxiedConnection) -> None:
     """Have the connection wait for SQLite's lock as configured, until it joins the queue."""
     place = pooled.info.get(_QUEUE)
     if place is not None and pooled.driver_connection is not None:
-        _wait_as_configured(pooled.driver_connection, place)
+        _set_waits(pooled.driver_connection, place, True)
 
 
-def _wait_as_configured(dbapi_connection: Any, place: Place) -> None:
-    if not place.waits:
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {place.busy_timeout_ms}")
-        place.waits = True
+def _set_waits(dbapi_connection: Any, place: Place, waits: bool) -> None:
+    """Have SQLite wait for its lock as configured on this connection, or refuse at once."""
+    if place.waits != waits:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {place.busy_timeout_ms if waits else 0}")
+        place.waits = waits
 
 
 def is_busy(error: Exception) -> bool:
