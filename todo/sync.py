@@ -14,7 +14,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -146,8 +147,17 @@ class Changes(NamedTuple):
     more: bool
 
 
+@lru_cache(maxsize=4)
+def _keyed(secret: str) -> "hmac.HMAC":
+    """HMAC-SHA256 with the secret as its key, ready for a payload: copying it skips the
+    key's preparation, which is most of the work on a cursor's few bytes."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def _signature(secret: str, payload: bytes) -> bytes:
-    return hmac.digest(secret.encode(), payload, hashlib.sha256)[:_SIGNATURE_BYTES]
+    mac = _keyed(secret).copy()
+    mac.update(payload)
+    return mac.digest()[:_SIGNATURE_BYTES]
 
 
 def encode_cursor(position: Position, secret: str) -> str:
@@ -260,13 +270,14 @@ class _State(NamedTuple):
     pending: bool
 
 
+_state_values = itemgetter(*(_STATE_AT[field] for field in _State._fields))
+
+
 def _state(row: tuple) -> _State:
     """Read the state's row."""
-    state = _State(**{field: row[index] for field, index in _STATE_AT.items()})
+    generation, secret, last_seq, pruned_seq, pending = _state_values(row)
     # A list without a counter yet has none of its values.
-    return state._replace(
-        last_seq=state.last_seq or 0, pruned_seq=state.pruned_seq or 0, pending=bool(state.pending)
-    )
+    return _State(generation, secret, last_seq or 0, pruned_seq or 0, bool(pending))
 
 
 def _checked(cursor: _Cursor | None, state: _State, stream: int) -> Position:
