@@ -70,9 +70,7 @@ def attach(engine: Engine, database: str) -> None:
             os.close(place.fd)
 
     def wait_in_the_pool(dbapi_connection, connection_record) -> None:
-        place = connection_record.info.get(_QUEUE)
-        if place is not None and dbapi_connection is not None:  # None once invalidated
-            _set_waits(dbapi_connection, place, True)
+        _wait_as_configured(connection_record.info, dbapi_connection)
 
     event.listen(engine, "connect", open_place)
     event.listen(engine, "close", close_place)
@@ -120,9 +118,13 @@ def refused_at_once(pooled: PoolProxiedConnection, error: Exception) -> bool:
 
 def waits_as_configured(pooled: PoolProxiedConnection) -> None:
     """Have the connection wait for SQLite's lock as configured, until it joins the queue."""
-    place = pooled.info.get(_QUEUE)
-    if place is not None and pooled.driver_connection is not None:
-        _set_waits(pooled.driver_connection, place, True)
+    _wait_as_configured(pooled.info, pooled.driver_connection)
+
+
+def _wait_as_configured(info: dict, dbapi_connection: Any) -> None:
+    place = info.get(_QUEUE)
+    if place is not None and dbapi_connection is not None:  # None once invalidated
+        _set_waits(dbapi_connection, place, True)
 
 
 def _set_waits(dbapi_connection: Any, place: Place, waits: bool) -> None:
