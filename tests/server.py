@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import http.client
 import itertools
+import math
 import os
 import select
 import signal
@@ -306,6 +307,9 @@ class Server:
         self.port = 0
         self.process: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile()
+        # Seconds from the last SIGTERM to the server's exit; endless until `wait` sees it.
+        self.stopping_time = math.inf
+        self._terminated_at = 0.0
 
     def start(self, health: int = 200) -> "Server":
         """Start the server and wait until its health check answers `health` (200: healthy)."""
@@ -411,15 +415,18 @@ class Server:
 
     def terminate(self) -> None:
         """Ask the server to shut down gracefully, as a service manager does; do not wait."""
+        self._terminated_at = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:
         """Wait for the server to exit; return its exit code."""
         try:
-            return self.process.wait(timeout)
+            returncode = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
+        self.stopping_time = time.monotonic() - self._terminated_at
+        return returncode
 
     def kill(self) -> None:
         """Kill the server and its workers at once with SIGKILL, as a crash would."""

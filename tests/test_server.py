@@ -23,6 +23,7 @@ from tests.base import DatabaseTestCase, across_databases, skip_or_fail_in_ci
 from tests.nginx import Nginx, nginx_binary
 from tests.server import (
     CONNECTION_ERRORS,
+    GRACEFUL_TIMEOUT,
     GUNICORN_CONFIG,
     HOST,
     LOAD_TIMEOUT,
@@ -164,8 +165,15 @@ class ServerTestCase(DatabaseTestCase):
         self.assertLessEqual({"todos", "idempotency_keys", "alembic_version"}, tables)
 
     def assertStoppedGracefully(self, server: Server) -> None:  # noqa: N802
-        """Assert that no worker had to be killed at the end of the graceful timeout."""
-        self.assertNotIn("refused to gracefully stop", server.log())
+        """Assert that no worker had to be killed at the end of the graceful timeout.
+
+        granian kills a worker only once the graceful timeout has run out, so a server that
+        stopped sooner killed none. Its log cannot tell: now and then granian 2.8 writes
+        "Killing worker-N after it refused to gracefully stop" about a worker that has just
+        exited on its own (two of its threads wait for the same worker, and the one that
+        loses the race takes it for still running), about one stop in 30 under this load.
+        """
+        self.assertLess(server.stopping_time, GRACEFUL_TIMEOUT, server.log()[-3000:])
 
     def assertAnsweredPromptly(self, port: int, with_page: bool = False) -> None:  # noqa: N802
         """Assert that ten rounds of a normal client's requests each answer within PROMPT."""
